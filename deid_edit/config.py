@@ -1,0 +1,159 @@
+"""Option dataclasses, one per stage: the only home of defaults.
+
+The CLI builds these from the flags a user set (unset flags are ``None`` and fall back to the
+defaults here); each validates itself on creation and raises ``ConfigError`` naming the flag, the
+value and what is allowed, so the core never runs with an impossible setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+
+SHAPES = ("ellipse", "box")
+DEVICES_GENERIC = ("auto", "cpu", "cuda", "tensorrt", "coreml", "directml")
+
+
+def _check(ok: bool, flag: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{flag} {value!r} is not allowed: use {allowed}")
+
+
+def _from_kwargs(cls: type, values: dict[str, Any]) -> Any:
+    """Build ``cls`` from the subset of ``values`` that names its fields and is not None."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Face detection: model, threshold, the smallest face to find, batching and device."""
+
+    model: str = "centerface"
+    threshold: float = 0.35
+    min_face: int = 36  # pixels (short side of the face box) in the source frame
+    max_side: int = 960  # detection input long side when min_face allows shrinking
+    batch_size: int = 8
+    device: str = "auto"
+    threads: int = 0  # ONNX Runtime intra-op threads, 0 = all cores
+
+    def __post_init__(self) -> None:
+        _check(0.01 <= self.threshold <= 0.99, "--threshold", self.threshold, "a number in 0.01..0.99")
+        _check(8 <= self.min_face <= 4096, "--min-face", self.min_face, "pixels in 8..4096")
+        _check(128 <= self.max_side <= 8192, "--det-size", self.max_side, "pixels in 128..8192")
+        _check(1 <= self.batch_size <= 256, "--batch-size", self.batch_size, "1..256")
+        _check(self.threads >= 0, "--threads", self.threads, "0 (all cores) or more")
+        base = self.device.split(":")[0]
+        _check(base in DEVICES_GENERIC, "--device", self.device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
+
+    def detection_scale(self, width: int, height: int) -> float:
+        """Scale factor from source to detector input.
+
+        CenterFace finds faces down to about 18 px reliably; shrink the frame as long as a face of
+        ``min_face`` pixels stays above that, never below ``max_side`` on the long side, never up.
+        """
+        keep_small_faces = 18.0 / self.min_face
+        fit = self.max_side / max(width, height)
+        return float(min(1.0, max(keep_small_faces, fit)))
+
+
+@dataclass(frozen=True)
+class ShotConfig:
+    """Shot-cut detection with PySceneDetect's adaptive detector."""
+
+    enabled: bool = True
+    adaptive_threshold: float = 3.0
+    min_content: float = 15.0
+    min_shot_len: int = 8  # frames
+
+    def __post_init__(self) -> None:
+        _check(self.adaptive_threshold > 0, "--cut-threshold", self.adaptive_threshold, "a positive number")
+        _check(self.min_shot_len >= 1, "--min-shot", self.min_shot_len, "1 frame or more")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Tracking, gap filling and temporal extension inside one shot."""
+
+    iou_match: float = 0.2
+    max_gap: int = 15  # frames a track may miss before it ends
+    extend: int = 4  # frames a track is extended before its first and after its last detection
+    min_hits: int = 1  # detections needed to keep a track
+    gap_margin: float = 0.04  # extra relative padding per frame away from an observation
+    max_margin: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.iou_match < 1.0, "--iou-match", self.iou_match, "a number in 0..1")
+        _check(self.max_gap >= 0, "--max-gap", self.max_gap, "0 or more frames")
+        _check(self.extend >= 0, "--extend", self.extend, "0 or more frames")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How regions are drawn: anonymizer, shape, padding, feather, colour."""
+
+    mode: str = "blur"
+    shape: str = "ellipse"
+    padding: float = 0.25  # relative to the face box, on each side
+    feather: float = 0.15  # relative width of the soft edge (outside the covered area)
+    color: tuple[int, int, int] = (0, 0, 0)
+    blocks: int = 8  # pixelate: blocks across the face
+    strength: float = 1.0  # blur: multiplier of the face-relative radius
+
+    def __post_init__(self) -> None:
+        from .render import ANONYMIZERS  # local: render imports config
+
+        _check(self.mode in ANONYMIZERS, "--mode", self.mode, ", ".join(sorted(ANONYMIZERS)))
+        _check(self.shape in SHAPES, "--shape", self.shape, " or ".join(SHAPES))
+        _check(0.0 <= self.padding <= 2.0, "--padding", self.padding, "a number in 0..2 (fraction of the face size)")
+        _check(0.0 <= self.feather <= 1.0, "--feather", self.feather, "a number in 0..1")
+        _check(len(self.color) == 3 and all(0 <= c <= 255 for c in self.color), "--color", self.color, "R,G,B in 0..255")
+        _check(2 <= self.blocks <= 64, "--blocks", self.blocks, "2..64")
+        _check(0.5 <= self.strength <= 4.0, "--strength", self.strength, "0.5..4")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Output video codec settings; audio and other streams are always copied."""
+
+    codec: str | None = None  # None: the input's codec when encodable, else H.264
+    crf: int | None = None
+    preset: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.crf is not None:
+            _check(0 <= self.crf <= 63, "--crf", self.crf, "0..63 (lower is better quality)")
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Everything the analyze pass needs."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_options(cls, **values: Any) -> AnalyzeConfig:
+        """Build from flat keyword options (CLI flags); unknown or None values are ignored."""
+        return cls(
+            detect=_from_kwargs(DetectConfig, values),
+            shots=_from_kwargs(ShotConfig, values),
+            track=_from_kwargs(TrackConfig, values),
+        )
+
+
+def render_config(**values: Any) -> RenderConfig:
+    """A RenderConfig from flat options, None meaning default."""
+    return _from_kwargs(RenderConfig, values)
+
+
+def encode_config(**values: Any) -> EncodeConfig:
+    """An EncodeConfig from flat options, None meaning default."""
+    return _from_kwargs(EncodeConfig, values)

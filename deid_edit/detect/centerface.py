@@ -1,0 +1,90 @@
+"""CenterFace (MIT), a small anchor-free face detector with 5 landmarks, run by ONNX Runtime.
+
+Input: batches of same-sized upright RGB frames, already scaled for detection. Output: one
+``FrameDetections`` per frame in source pixels. The model wants sides that are multiples of 32;
+frames are padded (not stretched) to that, so geometry is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..models import model_path
+from ..types import FrameDetections
+from .onnx import make_session
+
+NMS_IOU = 0.3
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
+        order = rest[overlap < iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class CenterFace:
+    """CenterFace behind the FaceDetector protocol."""
+
+    name = "centerface"
+
+    def __init__(self, device: str = "auto", threads: int = 0) -> None:
+        self.session = make_session(model_path("centerface"), device, threads)
+        self.provider = self.session.get_providers()[0]
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def detect(self, images: Sequence[np.ndarray], frame_indices: Sequence[int], scale: float, threshold: float) -> list[FrameDetections]:
+        if not images:
+            return []
+        h, w = images[0].shape[:2]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        blob = np.zeros((len(images), 3, ph, pw), np.float32)
+        for b, img in enumerate(images):
+            blob[b, :, :h, :w] = img.transpose(2, 0, 1)
+        heat, size, offset, lms = self.session.run(self.output_names, {self.input_name: blob})
+        return [self._decode(heat[b, 0], size[b], offset[b], lms[b], (h, w), scale, threshold, idx) for b, idx in enumerate(frame_indices)]
+
+    @staticmethod
+    def _decode(
+        heat: np.ndarray,
+        size: np.ndarray,
+        offset: np.ndarray,
+        lms: np.ndarray,
+        hw: tuple[int, int],
+        scale: float,
+        threshold: float,
+        frame_index: int,
+    ) -> FrameDetections:
+        ys, xs = np.nonzero(heat > threshold)
+        if ys.size == 0:
+            return FrameDetections.empty(frame_index)
+        h, w = hw
+        s0 = np.exp(size[0, ys, xs]) * 4.0
+        s1 = np.exp(size[1, ys, xs]) * 4.0
+        x1 = np.clip((xs + offset[1, ys, xs] + 0.5) * 4.0 - s1 / 2, 0, w)
+        y1 = np.clip((ys + offset[0, ys, xs] + 0.5) * 4.0 - s0 / 2, 0, h)
+        x2 = np.minimum(x1 + s1, w)
+        y2 = np.minimum(y1 + s0, h)
+        boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+        scores = heat[ys, xs].astype(np.float32)
+        lx = lms[1::2, ys, xs].T * s1[:, None] + x1[:, None]
+        ly = lms[0::2, ys, xs].T * s0[:, None] + y1[:, None]
+        marks = np.stack([lx, ly], axis=2).astype(np.float32)
+        keep = nms(boxes, scores, NMS_IOU)
+        inv = np.float32(1.0 / scale)
+        return FrameDetections(frame_index, boxes[keep] * inv, scores[keep], marks[keep] * inv)

@@ -1,0 +1,69 @@
+"""The one place ONNX Runtime sessions are made, with the execution provider chosen by device.
+
+``auto`` takes every installed accelerator in the order TensorRT, CUDA, CoreML, DirectML, then the
+CPU; an explicit ``--device`` that this ONNX Runtime build cannot serve is a ``ModelError`` listing
+what is available, never a silent fall-back to the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def available_devices() -> list[str]:
+    """Device names this ONNX Runtime build can run on, best first."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [name for name, prov in PROVIDERS.items() if prov in have]
+
+
+def choose_providers(device: str) -> list[Any]:
+    """Provider list for ``device`` ('auto', 'cpu', 'cuda', 'cuda:1', ...)."""
+    available = available_devices()
+    base, _, ordinal = device.partition(":")
+    if base == "auto":
+        return [PROVIDERS[d] for d in available]
+    if base not in available:
+        raise ModelError(
+            f"--device {device!r} is not available in this ONNX Runtime build; available: "
+            f"{', '.join(['auto', *available])} (for NVIDIA GPUs install deid-edit[gpu])"
+        )
+    provider: Any = PROVIDERS[base]
+    if ordinal:
+        if not ordinal.isdigit():
+            raise ModelError(f"--device {device!r}: the device number must be an integer, e.g. cuda:0")
+        provider = (provider, {"device_id": int(ordinal)})
+    return [provider] if base == "cpu" else [provider, PROVIDERS["cpu"]]
+
+
+def make_session(model_path: Path, device: str = "auto", threads: int = 0) -> Any:
+    """An InferenceSession for ``model_path`` on ``device`` with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    providers = choose_providers(device)
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types
+        raise ModelError(f"{model_path}: cannot load on {device} ({exc}); run 'deid-edit models verify'") from exc
+    log.info("%s runs on %s", model_path.name, session.get_providers()[0])
+    return session

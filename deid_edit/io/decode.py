@@ -1,0 +1,248 @@
+"""Decoding: a video file in, upright RGB frames (or raw PyAV frames and copyable packets) out.
+
+``probe`` turns a path into a ``VideoInfo`` or a clear ``InputError``. ``VideoReader`` demuxes and
+decodes in a background thread that feeds a bounded queue, so decoding overlaps detection (analyze)
+or anonymizing and encoding (render); the thread is always joined, also when the consumer stops
+early. Frames come out in presentation order with their exact pts; the analyze pass gets them
+rotated upright (boxes live in upright coordinates), the render pass gets the decoded frames as they
+are plus the packets of the streams to copy, in demux order. Next stage: detect/shots (analyze) or
+render + encode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import DecodeError, InputError
+from ..types import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+_MIB = 1 << 20
+_END = object()
+
+
+def fingerprint(path: Path) -> str:
+    """Cheap identity of a file: sha256 of its size, first MiB and last MiB.
+
+    Hashing whole videos would cost as much as decoding them; this is enough to notice that a plan
+    is being applied to a different or re-encoded file.
+    """
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(_MIB))
+        if size > 2 * _MIB:
+            f.seek(size - _MIB)
+            h.update(f.read(_MIB))
+    return h.hexdigest()
+
+
+def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Open a file for reading with one-line errors for every way it can be unusable."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a video; use 'deid-edit batch' for folders")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: cannot be read (permission denied); check its permissions")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: is empty (0 bytes); re-copy or re-export the video")
+    try:
+        container = av.open(str(p), mode="r", metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise InputError(
+            f"{p}: not a readable video ({exc.strerror or exc}); the file may be truncated or not a video at all: re-copy or re-export it"
+        ) from exc
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        raise InputError(f"{p}: has no video stream ({', '.join(kinds)} only); give a video file")
+    return container
+
+
+def upright_k(rotation: int) -> int:
+    """Number of counter-clockwise quarter turns (np.rot90's k) that make a coded frame upright."""
+    return (int(round(rotation / 90.0))) % 4
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe a video without decoding it all; raises ``InputError`` for unusable files.
+
+    ``frame_count`` is the container's count (0 if unknown); the analyze pass replaces it with the
+    number of frames actually decoded.
+    """
+    p = Path(path)
+    container = open_input(p)
+    try:
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        rotation = 0
+        try:
+            first = next(iter(container.decode(stream)), None)
+        except av.FFmpegError as exc:
+            raise DecodeError(f"{p}: the video cannot be decoded ({exc}); re-export it") from exc
+        if first is None:
+            raise InputError(f"{p}: the video stream holds no frames; re-export it")
+        rotation = int(first.rotation or 0)
+        k = upright_k(rotation)
+        w, h = first.width, first.height
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        if stream.duration:
+            duration = stream.duration * tb
+        elif container.duration:
+            duration = Fraction(container.duration, av.time_base)
+        else:
+            duration = Fraction(0)
+        rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+        return VideoInfo(
+            path=str(p),
+            width=h if k % 2 else w,
+            height=w if k % 2 else h,
+            coded_width=w,
+            coded_height=h,
+            rotation=rotation,
+            frame_count=int(stream.frames or 0),
+            time_base=tb,
+            avg_rate=Fraction(rate),
+            duration=Fraction(duration),
+            codec=cc.name,
+            pix_fmt=first.format.name,
+            size_bytes=p.stat().st_size,
+            fingerprint=fingerprint(p),
+            audio_streams=len(container.streams.audio),
+        )
+    finally:
+        container.close()
+
+
+class VideoReader:
+    """Threaded decoder of one video file.
+
+    ``frames()`` yields upright RGB ``Frame`` objects, optionally scaled (for detection);
+    ``items()`` yields, in demux order, ``(index, av.VideoFrame)`` tuples for the video and
+    ``av.Packet`` objects of the other streams listed in ``copy_streams`` (for render).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        scale: float = 1.0,
+        copy_streams: tuple[int, ...] = (),
+        queue_size: int = 12,
+        expected_frames: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.info = probe(self.path)
+        self.scale = scale
+        self.copy_streams = copy_streams
+        self.expected_frames = expected_frames or self.info.frame_count
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._container: av.container.InputContainer | None = None
+        self.frames_decoded = 0
+
+    # -- producer -------------------------------------------------------------------------
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _convert(self, frame: av.VideoFrame, index: int) -> Frame:
+        """Decoded frame -> upright RGB at the reader's scale (runs in the decode thread)."""
+        if self.scale != 1.0:
+            w = max(2, int(round(frame.width * self.scale)))
+            h = max(2, int(round(frame.height * self.scale)))
+            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
+        k = upright_k(self.info.rotation)
+        if k:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k))
+        return Frame(index, frame.pts, Fraction(frame.time_base or self.info.time_base), rgb)
+
+    def _run(self, raw: bool) -> None:
+        try:
+            # closed by close() after the join: packets handed out still refer to its streams
+            self._container = container = open_input(self.path)
+            vstream = container.streams.video[0]
+            vstream.thread_type = "AUTO"
+            wanted = [vstream] + [s for s in container.streams if s.index in self.copy_streams]
+            index = 0
+            for packet in container.demux(wanted):
+                if self._stop.is_set():
+                    return
+                if packet.stream.index != vstream.index:
+                    if packet.dts is not None and packet.size and not self._put(packet):
+                        return
+                    continue
+                for frame in packet.decode():
+                    item = (index, frame) if raw else self._convert(frame, index)
+                    index += 1
+                    if not self._put(item):
+                        return
+            self.frames_decoded = index
+            if self.expected_frames and index < self.expected_frames:
+                raise DecodeError(
+                    f"{self.path}: only {index} of {self.expected_frames} frames could be decoded "
+                    "(truncated or damaged file); re-copy or re-export it"
+                )
+            self._put(_END)
+        except av.FFmpegError as exc:
+            self._put(DecodeError(f"{self.path}: decoding failed ({exc}); the file may be damaged"))
+        except Exception as exc:  # handed to the consumer, re-raised there
+            self._put(exc)
+
+    # -- consumer -------------------------------------------------------------------------
+    def _iterate(self, raw: bool) -> Iterator[object]:
+        self._thread = threading.Thread(target=self._run, args=(raw,), name="deid-decode", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def frames(self) -> Iterator[Frame]:
+        """Upright RGB frames, scaled by ``scale``."""
+        yield from self._iterate(raw=False)  # type: ignore[misc]
+
+    def items(self) -> Iterator[tuple[int, av.VideoFrame] | av.Packet]:
+        """Raw decoded frames with their index, interleaved with packets of ``copy_streams``."""
+        yield from self._iterate(raw=True)  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop and join the decode thread (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    self._thread.join(timeout=0.05)
+            self._thread = None
+        if self._container is not None:
+            self._container.close()
+            self._container = None

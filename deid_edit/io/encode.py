@@ -1,0 +1,284 @@
+"""Encoding: anonymized frames and copied packets in, the output file out.
+
+``VideoWriter`` writes to a temporary file beside the target and renames it only on success, so
+the final path never holds a half-written video. It keeps what an editor relies on: coded size
+(never padded), every frame's pts in the source time base (VFR stays VFR), display rotation,
+sample aspect ratio, colour tags, and every audio/subtitle/data stream the container accepts as a
+bit-exact packet copy. Previous stage: render.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.frame import PictureType
+
+from ..config import EncodeConfig
+from ..errors import ConfigError, EncodeError
+from ..types import VideoInfo
+
+log = logging.getLogger(__name__)
+
+# decoder name -> software encoder that writes the same format
+SAME_CODEC = {
+    "h264": "libx264",
+    "hevc": "libx265",
+    "vp9": "libvpx-vp9",
+    "vp8": "libvpx",
+    "av1": "libsvtav1",
+    "mpeg4": "mpeg4",
+    "prores": "prores_ks",
+    "dnxhd": "dnxhd",
+    "mjpeg": "mjpeg",
+    "ffv1": "ffv1",
+}
+# what users type -> (encoder, pix_fmt or None, options)
+CODEC_ALIASES: dict[str, tuple[str, str | None, dict[str, str]]] = {
+    "h264": ("libx264", None, {}),
+    "x264": ("libx264", None, {}),
+    "hevc": ("libx265", None, {}),
+    "h265": ("libx265", None, {}),
+    "prores": ("prores_ks", "yuv422p10le", {"profile": "3"}),  # ProRes 422 HQ
+    "prores4444": ("prores_ks", "yuv444p10le", {"profile": "4"}),
+    "dnxhr": ("dnxhd", "yuv422p", {"profile": "dnxhr_hq"}),
+    "dnxhr_hqx": ("dnxhd", "yuv422p10le", {"profile": "dnxhr_hqx"}),
+}
+EDIT_CODECS = {"prores_ks", "dnxhd"}
+EDIT_CONTAINERS = {"mov", "mxf", "matroska"}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 28}
+
+
+def resolve_codec(cfg: EncodeConfig, info: VideoInfo, container_format: str) -> tuple[str, str, dict[str, str]]:
+    """Choose encoder, pixel format and options; ``ConfigError`` for an impossible choice."""
+    if cfg.codec:
+        name, pix_fmt, options = CODEC_ALIASES.get(cfg.codec, (cfg.codec, None, {}))
+        try:
+            codec = av.codec.Codec(name, "w")
+        except (av.FFmpegError, ValueError) as exc:
+            raise ConfigError(
+                f"--codec {cfg.codec!r} is not an available encoder; use h264, hevc, prores, dnxhr or another FFmpeg encoder name"
+            ) from exc
+        if codec.type != "video":
+            raise ConfigError(f"--codec {cfg.codec!r} is not a video encoder; use h264, hevc, prores or dnxhr")
+    else:
+        name, pix_fmt, options = SAME_CODEC.get(info.codec, "libx264"), None, {}
+        try:
+            codec = av.codec.Codec(name, "w")
+        except (av.FFmpegError, ValueError):
+            name, codec = "libx264", av.codec.Codec("libx264", "w")
+    formats = [f.name for f in (codec.video_formats or [])]
+    if pix_fmt is None:
+        src = info.pix_fmt.replace("yuvj", "yuv")
+        pix_fmt = src if (not formats or src in formats) else ("yuv420p" if "yuv420p" in formats else formats[0])
+    options = dict(options)
+    if name in EDIT_CODECS and not (set(container_format.split(",")) & EDIT_CONTAINERS):
+        raise ConfigError(f"--codec {cfg.codec or name!r} needs a .mov or .mxf output, not {container_format}")
+    crf = cfg.crf if cfg.crf is not None else DEFAULT_CRF.get(name)
+    if crf is not None and name in DEFAULT_CRF:
+        options["crf"] = str(crf)
+        if name == "libvpx-vp9":
+            options["b"] = "0"
+    if cfg.preset:
+        options["preset"] = cfg.preset
+    if name == "libx265":
+        options.setdefault("x265-params", "log-level=error")
+    return name, pix_fmt, options
+
+
+def temp_path_for(target: Path) -> Path:
+    """A unique temporary path beside ``target`` (same filesystem, so rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+class VideoWriter:
+    """Writes one output video mirroring ``source`` (an open input container)."""
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        source: av.container.InputContainer,
+        info: VideoInfo,
+        cfg: EncodeConfig,
+        copy_other_streams: bool = True,
+    ) -> None:
+        self.target = Path(target)
+        self.tmp = temp_path_for(self.target)
+        self.info = info
+        self._closed = False
+        src_v = source.streams.video[0]
+        fmt = _container_format(self.target)
+        try:
+            self.out = av.open(str(self.tmp), mode="w", format=fmt)
+        except av.FFmpegError as exc:
+            self._discard()
+            raise EncodeError(f"{self.target}: cannot create output ({exc}); check the folder") from exc
+        try:
+            self.codec, self.pix_fmt, options = resolve_codec(cfg, info, self.out.format.name)
+            self.out.metadata.update({k: v for k, v in source.metadata.items() if k != "encoder"})
+            self.video = self._add_video(src_v, options)
+            self.stream_map: dict[int, av.stream.Stream] = {}
+            if copy_other_streams:
+                self._add_copies(source)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _add_video(self, src_v: av.video.stream.VideoStream, options: dict[str, str]) -> av.video.stream.VideoStream:
+        info = self.info
+        stream = self.out.add_stream(self.codec, rate=info.avg_rate)
+        stream.width = info.coded_width
+        stream.height = info.coded_height
+        stream.pix_fmt = self.pix_fmt
+        stream.time_base = info.time_base
+        cc = stream.codec_context
+        cc.time_base = info.time_base
+        src_cc = src_v.codec_context
+        for attr in ("color_range", "color_primaries", "color_trc", "colorspace"):
+            try:
+                setattr(cc, attr, getattr(src_cc, attr))
+            except (AttributeError, TypeError, ValueError):
+                log.debug("cannot copy %s", attr)
+        if src_v.sample_aspect_ratio:
+            cc.sample_aspect_ratio = src_v.sample_aspect_ratio
+        cc.options = options
+        cc.thread_type = "AUTO"
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        for key in ("language", "handler_name"):
+            if key in src_v.metadata:
+                stream.metadata[key] = src_v.metadata[key]
+        return stream
+
+    def _add_copies(self, source: av.container.InputContainer) -> None:
+        """Copy every non-video stream the output container accepts; warn about the rest."""
+        for s in source.streams:
+            if s.type == "video" and s.index == source.streams.video[0].index:
+                continue
+            if s.type not in ("audio", "subtitle", "data") or s.codec_context is None and s.type != "data":
+                log.warning("%s: stream #%d (%s) is not copied", self.info.path, s.index, s.type)
+                continue
+            if s.type == "data" and (s.codec_context is None or s.codec_context.name in (None, "none")):
+                log.info("%s: data stream #%d has no codec the output can carry; skipped", self.info.path, s.index)
+                continue
+            try:
+                out_s = self.out.add_stream_from_template(s)
+                out_s.metadata.update(s.metadata)
+                self.stream_map[s.index] = out_s
+            except (av.FFmpegError, ValueError, TypeError) as exc:
+                log.warning("%s: stream #%d (%s) cannot be copied to %s: %s", self.info.path, s.index, s.type, self.target.suffix, exc)
+        try:
+            self.out.start_encoding()
+        except av.FFmpegError as exc:
+            # the container refused a copied stream: retry with audio only, which every video
+            # container we write accepts, and say what was dropped
+            dropped = [i for i, s in self.stream_map.items() if s.type != "audio"]
+            if not dropped:
+                raise EncodeError(f"{self.target}: cannot write header ({exc}); try another container (.mp4/.mov/.mkv)") from exc
+            log.warning("%s: streams %s cannot be stored in %s; they are dropped", self.info.path, dropped, self.target.suffix)
+            raise _RetryWithoutStreams(dropped) from exc
+
+    @property
+    def copied_streams(self) -> tuple[int, ...]:
+        """Input stream indices whose packets ``copy`` accepts."""
+        return tuple(self.stream_map)
+
+    # -- writing ------------------------------------------------------------------------------
+    def write_array(self, rgb: np.ndarray, pts: int | None, time_base: Fraction, like: av.VideoFrame | None = None) -> None:
+        """Encode a coded-orientation RGB frame at ``pts``."""
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        cs = like.colorspace if like is not None else None
+        cr = like.color_range if like is not None else None
+        frame = frame.reformat(format=self.pix_fmt, dst_colorspace=cs or None, dst_color_range=cr or None)
+        frame.pts = pts
+        frame.time_base = time_base
+        self._encode(frame)
+
+    def write_frame(self, frame: av.VideoFrame) -> None:
+        """Encode a decoded frame unchanged (no RGB round trip: exact colours, less time)."""
+        pts, tb = frame.pts, frame.time_base
+        if frame.format.name != self.pix_fmt:
+            frame = frame.reformat(format=self.pix_fmt)
+            frame.pts, frame.time_base = pts, tb
+        frame.pict_type = PictureType.NONE  # let the encoder choose keyframes
+        self._encode(frame)
+
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        try:
+            for packet in self.video.encode(frame):
+                self.out.mux(packet)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{self.target}: encoding failed ({exc}); try another --codec") from exc
+
+    def copy(self, packet: av.Packet) -> None:
+        """Mux a packet of a copied stream unchanged (bit-exact audio)."""
+        out_s = self.stream_map.get(packet.stream.index)
+        if out_s is None:
+            return
+        packet.stream = out_s
+        try:
+            self.out.mux(packet)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{self.target}: writing stream #{out_s.index} failed ({exc})") from exc
+
+    def finish(self) -> Path:
+        """Flush, close and move the temporary file to the target."""
+        try:
+            self._encode(None)
+            self.out.close()
+        except av.FFmpegError as exc:
+            self.abort()
+            raise EncodeError(f"{self.target}: finishing the file failed ({exc}); check free disk space") from exc
+        self._closed = True
+        os.replace(self.tmp, self.target)
+        return self.target
+
+    def abort(self) -> None:
+        """Close and delete the temporary file; the target is never touched."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self.out.close()
+            except Exception:  # closing a broken container can fail; the file goes anyway
+                log.debug("close failed during abort", exc_info=True)
+        self._discard()
+
+    def _discard(self) -> None:
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class _RetryWithoutStreams(Exception):
+    def __init__(self, dropped: list[int]) -> None:
+        super().__init__(dropped)
+        self.dropped = dropped
+
+
+def _container_format(target: Path) -> str | None:
+    """The muxer for the target's extension (None lets FFmpeg guess; errors name the file)."""
+    ext = target.suffix.lower()
+    known = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".mxf": "mxf", ".avi": "avi"}
+    if ext in known:
+        return known[ext]
+    raise ConfigError(f"output {target}: unknown extension {ext!r}; use .mp4, .mov, .mkv, .webm, .mxf or .avi")
+
+
+def open_writer(target: Path, source: av.container.InputContainer, info: VideoInfo, cfg: EncodeConfig) -> VideoWriter:
+    """A VideoWriter, retrying without the side streams the container refuses."""
+    try:
+        return VideoWriter(target, source, info, cfg)
+    except _RetryWithoutStreams:
+        writer = VideoWriter(target, source, info, cfg, copy_other_streams=False)
+        for s in source.streams.audio:
+            writer.stream_map[s.index] = writer.out.add_stream_from_template(s)
+        return writer

@@ -1,0 +1,292 @@
+"""The engine's entry points: ``analyze`` (video -> Plan), ``render`` (video + Plan -> anonymized
+video), ``run`` (both) and ``batch`` (``run`` over a folder tree).
+
+analyze decodes once and feeds every frame to both the face detector (batched, at a resolution
+chosen from ``--min-face``) and the shot detector; tracks, gap filling and identities follow on
+detections only. render decodes again, anonymizes the frames that hold regions, passes the others
+through untouched, copies audio and other streams packet by packet, and encodes. Privacy fails
+closed: a frame the plan does not cover stops the render and nothing is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+
+from . import __version__
+from .config import AnalyzeConfig, EncodeConfig, RenderConfig
+from .detect import FaceDetector, create_detector
+from .errors import DeidError, EncodeError, InputError, PlanError
+from .identities import identities_from_tracks
+from .io.decode import VideoReader, open_input, probe, upright_k
+from .io.encode import open_writer
+from .plan import Plan, load_plan, save_plan
+from .progress import NullProgress, ProgressSink
+from .render import get_anonymizer
+from .render.shapes import to_coded
+from .shots import ShotDetector
+from .smooth import complete_tracks
+from .track import track_video
+from .types import FrameDetections
+
+log = logging.getLogger(__name__)
+
+LOW_SCORE_FACTOR = 0.5  # low-score detections (for continuing tracks) go down to this x threshold
+
+
+def analyze(
+    video: str | os.PathLike[str],
+    config: AnalyzeConfig | None = None,
+    progress: ProgressSink | None = None,
+    detector: FaceDetector | None = None,
+) -> Plan:
+    """Detect faces and shots in every frame and build the plan."""
+    cfg = config or AnalyzeConfig()
+    progress = progress or NullProgress()
+    info = probe(video)
+    scale = cfg.detect.detection_scale(info.width, info.height)
+    detector = detector or create_detector(cfg.detect)
+    shots = ShotDetector(cfg.shots, info.avg_rate)
+    low = cfg.detect.threshold * LOW_SCORE_FACTOR
+    detections: list[FrameDetections] = []
+    batch_imgs: list = []
+    batch_idx: list[int] = []
+    total = info.frame_count
+
+    def flush() -> None:
+        if batch_idx:
+            detections.extend(detector.detect(batch_imgs, batch_idx, scale, low))
+            batch_imgs.clear()
+            batch_idx.clear()
+
+    reader = VideoReader(video, scale=scale)
+    for frame in reader.frames():
+        shots.push(frame.index, frame.image)
+        if batch_imgs and batch_imgs[0].shape != frame.image.shape:
+            flush()  # resolution change mid-stream: batches must be uniform
+        batch_imgs.append(frame.image)
+        batch_idx.append(frame.index)
+        if len(batch_idx) >= cfg.detect.batch_size:
+            flush()
+        progress.update("analyze", frame.index + 1, max(total, frame.index + 1))
+    flush()
+    n = reader.frames_decoded
+    if n == 0:
+        raise InputError(f"{video}: no frame could be decoded; re-export the video")
+    shot_list = shots.finish(n)
+    raw = track_video(detections, shot_list, cfg.track, cfg.detect.threshold)
+    tracks = complete_tracks(raw, shot_list, cfg.track)
+    identities = identities_from_tracks(tracks)
+    info = replace(info, frame_count=n)
+    progress.update("analyze", n, n)
+    return Plan(
+        video=info,
+        shots=tuple(shot_list),
+        detections=tuple(detections),
+        tracks=tuple(tracks),
+        identities=tuple(identities),
+        config={**cfg.to_dict(), "detection_scale": scale, "provider": detector.provider},
+        generator=f"deid-edit {__version__}",
+    )
+
+
+def check_output(video: Path, output: Path, force: bool) -> Path:
+    """Refuse outputs that would lose data: the input itself, or an existing file without --force."""
+    if output.exists() and output.is_dir():
+        raise EncodeError(f"{output}: is a directory; give an output file name such as {output / (video.stem + '.anon' + video.suffix)}")
+    if video.exists() and output.exists() and os.path.samefile(video, output):
+        raise InputError(f"{output}: is the input itself; choose another output path (the input is never overwritten)")
+    if output.resolve() == video.resolve():
+        raise InputError(f"{output}: is the input itself; choose another output path (the input is never overwritten)")
+    if output.exists() and not force:
+        raise EncodeError(f"{output}: already exists; use --force to overwrite it or choose another name")
+    parent = output.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EncodeError(f"{output}: cannot create folder {parent} ({exc.strerror}); choose a writable location") from exc
+    if not os.access(parent, os.W_OK):
+        raise EncodeError(f"{output}: folder {parent} is not writable; choose a writable location")
+    return output
+
+
+def default_output(video: Path) -> Path:
+    """``clip.mp4`` -> ``clip.anon.mp4`` beside the input."""
+    return video.with_name(f"{video.stem}.anon{video.suffix}")
+
+
+def render(
+    video: str | os.PathLike[str],
+    plan: Plan | str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    render_cfg: RenderConfig | None = None,
+    encode_cfg: EncodeConfig | None = None,
+    progress: ProgressSink | None = None,
+) -> Path:
+    """Anonymize ``video`` following ``plan`` into ``output`` (atomic; input untouched)."""
+    rcfg = render_cfg or RenderConfig()
+    ecfg = encode_cfg or EncodeConfig()
+    progress = progress or NullProgress()
+    video, output = Path(video), Path(output)
+    if not isinstance(plan, Plan):
+        plan = load_plan(plan)
+    check_output(video, output, ecfg.force)
+    info = probe(video)
+    plan.check_video(info)
+    anonymizer = get_anonymizer(rcfg.mode)
+    k = upright_k(info.rotation)
+    total = plan.frame_count
+    source = open_input(video)
+    try:
+        writer = open_writer(output, source, info, ecfg)
+    except av.FFmpegError as exc:
+        source.close()
+        raise EncodeError(f"{output}: cannot set up the encoder ({exc}); try another --codec or container") from exc
+    except BaseException:
+        source.close()
+        raise
+    reader = VideoReader(video, copy_streams=writer.copied_streams, expected_frames=total)
+    try:
+        for item in reader.items():
+            if isinstance(item, av.Packet):
+                writer.copy(item)
+                continue
+            index, frame = item
+            if index >= total:
+                raise PlanError(
+                    f"{video}: has more frames than the plan covers ({total}); re-run 'deid-edit analyze' (nothing was written)"
+                )
+            regions = plan.regions_at(index, include_kept=not anonymizer.hides_faces)
+            if regions or anonymizer.full_frame:
+                rgb = frame.to_ndarray(format="rgb24")
+                anonymizer.apply(rgb, to_coded(regions, k, info.coded_width, info.coded_height), rcfg)
+                writer.write_array(rgb, frame.pts, frame.time_base, like=frame)
+            else:
+                writer.write_frame(frame)
+            progress.update("render", index + 1, total)
+        if reader.frames_decoded != total:
+            raise PlanError(f"{video}: decoded {reader.frames_decoded} frames but the plan covers {total}; re-run 'deid-edit analyze'")
+        result = writer.finish()
+    except BaseException:
+        reader.close()
+        writer.abort()
+        raise
+    finally:
+        source.close()
+    return result
+
+
+def run(
+    video: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    analyze_cfg: AnalyzeConfig | None = None,
+    render_cfg: RenderConfig | None = None,
+    encode_cfg: EncodeConfig | None = None,
+    progress: ProgressSink | None = None,
+    plan_out: str | os.PathLike[str] | None = None,
+    detector: FaceDetector | None = None,
+) -> tuple[Path, Plan]:
+    """Analyze then render; returns the output path and the plan used."""
+    video = Path(video)
+    out = Path(output) if output else default_output(video)
+    ecfg = encode_cfg or EncodeConfig()
+    check_output(video, out, ecfg.force)  # fail before the long analysis
+    plan = analyze(video, analyze_cfg, progress, detector)
+    if plan_out:
+        save_plan(plan, plan_out)
+    return render(video, plan, out, render_cfg, ecfg, progress), plan
+
+
+# -- batch -------------------------------------------------------------------------------------
+IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "svg_pipe"}
+SUMMARY = "deid-edit-summary"
+
+
+def is_video_file(path: Path) -> bool:
+    """True when PyAV finds a moving-picture stream (probing content, not the extension)."""
+    if path.name.startswith(".") or path.suffix.lower() in {".json", ".csv", ".txt", ".md"}:
+        return False
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            if c.format.name in IMAGE_FORMATS or not c.streams.video:
+                return False
+            v = c.streams.video[0]
+            return (v.frames or 0) != 1 and (c.duration or v.duration or 0) > 0
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return False
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    file: str
+    output: str
+    status: str  # ok | skipped | failed
+    seconds: float
+    faces: int
+    error: str = ""
+
+
+def batch(
+    in_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    analyze_cfg: AnalyzeConfig | None = None,
+    render_cfg: RenderConfig | None = None,
+    encode_cfg: EncodeConfig | None = None,
+    jobs: int = 1,
+    progress_for: Callable[[Path], ProgressSink] | None = None,
+) -> list[BatchItem]:
+    """Run every video under ``in_dir`` into the mirrored tree under ``out_dir``.
+
+    Outputs appear only when complete (atomic rename), so an existing output means done: a rerun
+    after an interruption skips it. One file's failure is recorded and the others go on.
+    """
+    src, dst = Path(in_dir), Path(out_dir)
+    if not src.is_dir():
+        raise InputError(f"{src}: not a folder; give the folder holding the videos")
+    dst.mkdir(parents=True, exist_ok=True)
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and dst.resolve() not in p.resolve().parents and is_video_file(p)]
+    ecfg = encode_cfg or EncodeConfig()
+    acfg = analyze_cfg or AnalyzeConfig()
+    detector = create_detector(acfg.detect)
+
+    def one(path: Path) -> BatchItem:
+        target = dst / path.relative_to(src)
+        t0 = time.monotonic()
+        if target.exists() and not ecfg.force:
+            return BatchItem(str(path), str(target), "skipped", 0.0, 0)
+        try:
+            progress = progress_for(path) if progress_for else None
+            _, plan = run(path, target, acfg, render_cfg, replace(ecfg, force=True), progress, detector=detector)
+            return BatchItem(str(path), str(target), "ok", round(time.monotonic() - t0, 2), len(plan.identities))
+        except DeidError as exc:
+            log.error("%s", exc)
+            return BatchItem(str(path), str(target), "failed", round(time.monotonic() - t0, 2), 0, str(exc))
+
+    if jobs > 1:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            items = list(pool.map(one, files))
+    else:
+        items = [one(p) for p in files]
+    write_summary(dst, items)
+    return items
+
+
+def write_summary(out_dir: Path, items: list[BatchItem]) -> None:
+    """``deid-edit-summary.json`` and ``.csv`` in ``out_dir`` (file, status, seconds, faces, error)."""
+    rows = [item.__dict__ for item in items]
+    (out_dir / f"{SUMMARY}.json").write_text(json.dumps({"files": rows}, indent=1))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["file", "output", "status", "seconds", "faces", "error"])
+    w.writeheader()
+    w.writerows(rows)
+    (out_dir / f"{SUMMARY}.csv").write_text(buf.getvalue())

@@ -1,0 +1,224 @@
+"""The plan: everything the analyze pass learned, as a versioned JSON sidecar (``.deid.json``).
+
+analyze -> ``Plan`` -> ``save_plan`` / ``load_plan`` -> render (via ``Plan.regions_at``).
+Only detections travel between the passes, never frames. Users re-render in another mode without
+re-detecting, editors review or edit who is anonymized, plugins read it, tests keep golden plans.
+The schema is labelled ``deid_edit.Plan.1`` (as OTIO labels ``Clip.2``); an unknown schema or a
+plan made for another file is a ``PlanError``, never a silently wrong render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PlanError
+from .types import FaceRegion, FrameDetections, Identity, Shot, Track, VideoInfo
+
+SCHEMA = "deid_edit.Plan.1"
+SCHEMA_FAMILY = "deid_edit.Plan"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Detections, shots, tracks and identities of one video, plus the config that made them."""
+
+    video: VideoInfo
+    shots: tuple[Shot, ...]
+    detections: tuple[FrameDetections, ...]
+    tracks: tuple[Track, ...]
+    identities: tuple[Identity, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+    generator: str = ""
+    _by_frame: dict[int, list[tuple[int, int]]] = field(init=False, repr=False, compare=False)
+    _identity_of: dict[int, Identity] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_frame: dict[int, list[tuple[int, int]]] = {}
+        for ti, t in enumerate(self.tracks):
+            for j, f in enumerate(t.frames.tolist()):
+                by_frame.setdefault(f, []).append((ti, j))
+        identity_of = {tid: ident for ident in self.identities for tid in ident.track_ids}
+        object.__setattr__(self, "_by_frame", by_frame)
+        object.__setattr__(self, "_identity_of", identity_of)
+
+    @property
+    def frame_count(self) -> int:
+        return self.video.frame_count
+
+    def identity_of(self, track_id: int) -> Identity | None:
+        return self._identity_of.get(track_id)
+
+    def regions_at(self, frame_index: int, include_kept: bool = False) -> list[FaceRegion]:
+        """Regions to render in ``frame_index``; tracks without an identity are anonymized."""
+        out = []
+        for ti, j in self._by_frame.get(frame_index, ()):
+            t = self.tracks[ti]
+            ident = self._identity_of.get(t.track_id)
+            if ident is not None and ident.action == "keep" and not include_kept:
+                continue
+            out.append(
+                FaceRegion(
+                    identity_id=ident.identity_id if ident else -1,
+                    track_id=t.track_id,
+                    box=t.boxes[j],
+                    landmarks=None if t.landmarks is None else t.landmarks[j],
+                    observed=bool(t.observed[j]),
+                    score=float(t.scores[j]),
+                    margin=float(t.margin[j]) if len(t.margin) else 0.0,
+                )
+            )
+        return out
+
+    def face_frames(self) -> int:
+        """Number of (frame, face) samples that will be anonymized."""
+        return sum(len(self.regions_at(f)) for f in self._by_frame)
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        video = asdict(self.video)
+        for key in ("time_base", "avg_rate", "duration"):
+            video[key] = _frac_str(video[key])
+        return {
+            "schema": SCHEMA,
+            "generator": self.generator,
+            "video": video,
+            "config": self.config,
+            "shots": [[s.start, s.end] for s in self.shots],
+            "detections": [_det_row(d) for d in self.detections],
+            "tracks": [_track_json(t) for t in self.tracks],
+            "identities": [
+                {"id": i.identity_id, "tracks": list(i.track_ids), "action": i.action, "label": i.label, "thumbnail": i.thumbnail}
+                for i in self.identities
+            ],
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any], source: str = "plan") -> Plan:
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if schema != SCHEMA:
+            hint = "made by a newer deid-edit; upgrade" if str(schema).startswith(SCHEMA_FAMILY) else "not a deid-edit plan"
+            raise PlanError(f"{source}: unknown plan schema {schema!r} ({hint}); expected {SCHEMA}")
+        try:
+            v = dict(data["video"])
+            for key in ("time_base", "avg_rate", "duration"):
+                v[key] = Fraction(v[key])
+            video = VideoInfo(**v)
+            shots = tuple(Shot(i, int(a), int(b)) for i, (a, b) in enumerate(data["shots"]))
+            dets = tuple(_det_from_row(i, row) for i, row in enumerate(data["detections"]))
+            tracks = tuple(_track_from_json(t) for t in data["tracks"])
+            idents = tuple(
+                Identity(
+                    int(i["id"]), tuple(int(t) for t in i["tracks"]), i.get("action", "anonymize"), i.get("label", ""), i.get("thumbnail")
+                )
+                for i in data["identities"]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"{source}: damaged plan ({type(exc).__name__}: {exc}); re-run 'deid-edit analyze'") from exc
+        for ident in idents:
+            if ident.action not in ("anonymize", "keep"):
+                raise PlanError(f"{source}: identity {ident.identity_id} has action {ident.action!r}; use 'anonymize' or 'keep'")
+        return Plan(video, shots, dets, tracks, idents, dict(data.get("config", {})), data.get("generator", ""))
+
+    def check_video(self, info: VideoInfo, source: str = "plan") -> None:
+        """Refuse to apply this plan to a different file (size, fingerprint, geometry)."""
+        mine = self.video
+        if (mine.size_bytes, mine.fingerprint) != (info.size_bytes, info.fingerprint) or (mine.width, mine.height) != (
+            info.width,
+            info.height,
+        ):
+            raise PlanError(
+                f"{source}: was made for {mine.path} ({mine.size_bytes} bytes), not {info.path} ({info.size_bytes} bytes); "
+                "run 'deid-edit analyze' on this video"
+            )
+
+
+def _frac_str(x: Fraction) -> str:
+    return f"{x.numerator}/{x.denominator}"
+
+
+def _r(a: np.ndarray) -> list[Any]:
+    return np.round(np.asarray(a, np.float64), 2).tolist()
+
+
+def _det_row(d: FrameDetections) -> list[list[float]]:
+    rows = []
+    for i in range(len(d)):
+        row = _r(d.boxes[i]) + [round(float(d.scores[i]), 4)]
+        if d.landmarks is not None:
+            row += _r(d.landmarks[i].reshape(-1))
+        rows.append(row)
+    return rows
+
+
+def _det_from_row(index: int, rows: Sequence[Sequence[float]]) -> FrameDetections:
+    if not rows:
+        return FrameDetections.empty(index)
+    arr = np.asarray(rows, np.float32)
+    lms = arr[:, 5:15].reshape(-1, 5, 2) if arr.shape[1] >= 15 else None
+    return FrameDetections(index, arr[:, :4].copy(), arr[:, 4].copy(), lms)
+
+
+def _track_json(t: Track) -> dict[str, Any]:
+    return {
+        "id": t.track_id,
+        "shot": t.shot_index,
+        "start": t.start,
+        "boxes": _r(t.boxes),
+        "scores": np.round(t.scores.astype(np.float64), 3).tolist(),
+        "landmarks": None if t.landmarks is None else _r(t.landmarks.reshape(len(t.frames), -1)),
+        "observed": "".join("1" if o else "0" for o in t.observed),
+        "margin": np.round(t.margin.astype(np.float64), 3).tolist(),
+    }
+
+
+def _track_from_json(d: dict[str, Any]) -> Track:
+    boxes = np.asarray(d["boxes"], np.float32).reshape(-1, 4)
+    n = len(boxes)
+    lms = None if d.get("landmarks") is None else np.asarray(d["landmarks"], np.float32).reshape(n, 5, 2)
+    observed = np.array([c == "1" for c in d["observed"]], bool)
+    margin = np.asarray(d.get("margin") or [0.0] * n, np.float32)
+    if len(observed) != n or len(margin) != n or len(d["scores"]) != n:
+        raise ValueError(f"track {d.get('id')}: arrays of different lengths")
+    return Track(
+        int(d["id"]),
+        int(d["shot"]),
+        np.arange(int(d["start"]), int(d["start"]) + n, dtype=np.int64),
+        boxes,
+        np.asarray(d["scores"], np.float32),
+        lms,
+        observed,
+        margin,
+    )
+
+
+def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
+    """Write the plan atomically (temporary file + rename)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.part")
+    try:
+        tmp.write_text(json.dumps(plan.to_json(), separators=(",", ":")))
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PlanError(f"{p}: cannot write plan ({exc.strerror}); check the folder") from exc
+    return p
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read and validate a plan file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise PlanError(f"{p}: no such plan file; run 'deid-edit analyze' first") from exc
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"{p}: not a readable plan ({exc}); re-run 'deid-edit analyze'") from exc
+    return Plan.from_json(data, source=str(p))

@@ -1,0 +1,100 @@
+"""Region geometry shared by every anonymizer: padded ellipse/box masks with a feathered edge.
+
+The covered area (alpha = 1) is the padded shape; the feather ramps from 1 to 0 *outside* it, so
+feathering never uncovers face pixels. With the default padding the inscribed ellipse of the padded
+box still contains every corner of the detected box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..types import FaceRegion
+
+
+@dataclass(frozen=True)
+class RegionMask:
+    """Where a region's effect goes: the ROI slices and the alpha over that ROI."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    alpha: np.ndarray  # (y1-y0, x1-x0) float32 in [0, 1]
+    face_size: float  # short side of the unpadded face box, pixels
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+
+def padded_box(box: np.ndarray, padding: float) -> np.ndarray:
+    """``box`` grown by ``padding`` times its width/height on every side."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    pw, ph = (x2 - x1) * padding, (y2 - y1) * padding
+    return np.array([x1 - pw, y1 - ph, x2 + pw, y2 + ph], np.float32)
+
+
+def region_mask(region: FaceRegion, frame_hw: tuple[int, int], shape: str, padding: float, feather: float) -> RegionMask | None:
+    """The mask of ``region`` clipped to the frame, or None when it lies outside the frame."""
+    h, w = frame_hw
+    box = padded_box(region.box, padding + region.margin)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    a, b = max((box[2] - box[0]) / 2, 0.5), max((box[3] - box[1]) / 2, 0.5)
+    f = max(feather, 1e-3)
+    x0 = int(np.floor(max(cx - a * (1 + f), 0)))
+    x1 = int(np.ceil(min(cx + a * (1 + f), w)))
+    y0 = int(np.floor(max(cy - b * (1 + f), 0)))
+    y1 = int(np.ceil(min(cy + b * (1 + f), h)))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    dx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) - cx) / a
+    dy = ((np.arange(y0, y1, dtype=np.float32) + 0.5) - cy) / b
+    if shape == "box":
+        r = np.maximum(np.abs(dx)[None, :], np.abs(dy)[:, None])
+    else:
+        r = np.sqrt(dx[None, :] ** 2 + dy[:, None] ** 2)
+    alpha = np.clip((1.0 + f - r) / f, 0.0, 1.0).astype(np.float32)
+    fx1, fy1, fx2, fy2 = region.box
+    return RegionMask(y0, y1, x0, x1, alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
+
+
+def blend(image: np.ndarray, mask: RegionMask, effect: np.ndarray) -> None:
+    """Composite ``effect`` (the ROI's replacement) into ``image`` through the mask's alpha."""
+    ys, xs = mask.slices
+    roi = image[ys, xs]
+    a = mask.alpha[..., None]
+    full = a >= 1.0
+    out = roi.astype(np.float32) * (1.0 - a) + effect.astype(np.float32) * a
+    out = np.where(full, effect, np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    image[ys, xs] = out
+
+
+def to_coded(regions: Sequence[FaceRegion], k: int, coded_w: int, coded_h: int) -> list[FaceRegion]:
+    """Map upright-frame regions to the coded frame, where ``upright = np.rot90(coded, k)``.
+
+    Rendering in the coded orientation lets the encoder keep the source's display rotation without
+    rotating every frame twice.
+    """
+    k %= 4
+    if k == 0:
+        return list(regions)
+
+    def pts(p: np.ndarray) -> np.ndarray:
+        x, y = p[..., 0], p[..., 1]
+        if k == 1:
+            return np.stack([coded_w - y, x], axis=-1)
+        if k == 2:
+            return np.stack([coded_w - x, coded_h - y], axis=-1)
+        return np.stack([y, coded_h - x], axis=-1)
+
+    out = []
+    for r in regions:
+        corners = pts(np.asarray(r.box, np.float32).reshape(2, 2))
+        box = np.concatenate([corners.min(axis=0), corners.max(axis=0)]).astype(np.float32)
+        lm = None if r.landmarks is None else pts(np.asarray(r.landmarks, np.float32)).astype(np.float32)
+        out.append(replace(r, box=box, landmarks=lm))
+    return out

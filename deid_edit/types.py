@@ -1,0 +1,135 @@
+"""Data passed between the stages of the engine.
+
+decode produces ``Frame``; detect produces ``FrameDetections``; shots produce ``Shot``; track and
+smooth produce ``Track``; identities produce ``Identity``; the plan holds all of them and hands the
+renderer ``FaceRegion`` objects per frame. All are frozen dataclasses holding numpy arrays: only
+detections travel between the two passes, never frames. Boxes are xyxy in source pixels of the
+upright (rotation-applied) frame; time is an integer pts with a ``Fraction`` time base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+Action = Literal["anonymize", "keep"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the analyze pass learned about the input; used to check a plan matches a video."""
+
+    path: str
+    width: int  # upright (display) width
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation: int  # counter-clockwise degrees, as PyAV's VideoFrame.rotation
+    frame_count: int
+    time_base: Fraction
+    avg_rate: Fraction
+    duration: Fraction  # seconds
+    codec: str
+    pix_fmt: str
+    size_bytes: int
+    fingerprint: str  # sha256 over the file size and its first and last MiB
+    audio_streams: int = 0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: RGB uint8, upright, with its exact timestamp."""
+
+    index: int
+    pts: int | None
+    time_base: Fraction
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+@dataclass(frozen=True)
+class FrameDetections:
+    """Faces found in one analyzed frame; an empty one means 'analyzed, no face'."""
+
+    frame_index: int
+    boxes: np.ndarray  # (N, 4) float32 xyxy
+    scores: np.ndarray  # (N,) float32
+    landmarks: np.ndarray | None = None  # (N, 5, 2) float32
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @staticmethod
+    def empty(frame_index: int) -> FrameDetections:
+        """An analyzed frame without faces."""
+        return FrameDetections(
+            frame_index,
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, 5, 2), np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A half-open frame range [start, end) between two cuts."""
+
+    index: int
+    start: int
+    end: int
+
+    def __contains__(self, frame_index: object) -> bool:
+        return isinstance(frame_index, int) and self.start <= frame_index < self.end
+
+
+@dataclass(frozen=True)
+class Track:
+    """One face followed through consecutive frames of one shot.
+
+    ``observed[i]`` is False for samples that were interpolated or extended rather than detected;
+    ``margin[i]`` is the extra relative padding the renderer adds there (fail closed).
+    """
+
+    track_id: int
+    shot_index: int
+    frames: np.ndarray  # (T,) int64, strictly increasing and contiguous
+    boxes: np.ndarray  # (T, 4) float32
+    scores: np.ndarray  # (T,) float32
+    landmarks: np.ndarray | None  # (T, 5, 2) float32
+    observed: np.ndarray  # (T,) bool
+    margin: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))  # (T,)
+
+    @property
+    def start(self) -> int:
+        return int(self.frames[0])
+
+    @property
+    def end(self) -> int:
+        """One past the last frame."""
+        return int(self.frames[-1]) + 1
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person: one or more tracks, and whether they are anonymized."""
+
+    identity_id: int
+    track_ids: tuple[int, ...]
+    action: Action = "anonymize"
+    label: str = ""
+    thumbnail: str | None = None
+
+
+@dataclass(frozen=True)
+class FaceRegion:
+    """What a renderer receives for one face in one frame."""
+
+    identity_id: int
+    track_id: int
+    box: np.ndarray  # (4,) float32 xyxy, upright source pixels
+    landmarks: np.ndarray | None
+    observed: bool
+    score: float = 1.0
+    margin: float = 0.0  # extra relative padding for uncertain samples
