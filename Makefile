@@ -9,7 +9,7 @@ DEMO_DIR := build/demo
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q '.[dev]'
 	touch $(STAMP)
 

@@ -119,19 +119,33 @@ def encode_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="deid-edit")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
-def cli(verbose: int, quiet: bool) -> None:
-    """Find every face in a video and anonymize it: blur, pixelate, solid, matte."""
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int | bool) -> None:
+    """-v/-q work before or after the command name; the last one given wins."""
+    if not value and ctx.meta.get("deid_verbosity_set"):
+        return
+    verbose = value if param.name == "verbose" else 0
+    quiet = bool(value) if param.name == "quiet" else False
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(int(verbose), 2)]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("deid-edit: %(levelname)s: %(message)s"))
     root = logging.getLogger("deid_edit")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    if value:
+        ctx.meta["deid_verbosity_set"] = True
+
+
+def verbosity_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity, help="Only errors.")(f)
+    return click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity, help="More log output (-vv: debug).")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="deid-edit")
+@verbosity_options
+def cli() -> None:
+    """Find every face in a video and anonymize it: blur, pixelate, solid, matte."""
 
 
 def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> None:
@@ -147,6 +161,7 @@ def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> No
 @analyze_options
 @render_options
 @encode_options
+@verbosity_options
 def run(video: Path, output: Path | None, save_plan: Path | None, progress_kind: str, **opts: Any) -> None:
     """Analyze and anonymize VIDEO in one go."""
     from .pipeline import run as run_pipeline
@@ -164,6 +179,7 @@ def run(video: Path, output: Path | None, save_plan: Path | None, progress_kind:
 @click.option("--force", is_flag=True, help="Overwrite an existing plan.")
 @click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
 @analyze_options
+@verbosity_options
 def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, **opts: Any) -> None:
     """Find faces, shots and tracks in VIDEO and write the plan."""
     from .errors import EncodeError
@@ -186,6 +202,7 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
 @render_options
 @encode_options
+@verbosity_options
 def render(video: Path, plan_path: Path | None, output: Path | None, progress_kind: str, **opts: Any) -> None:
     """Anonymize VIDEO following a plan made by 'analyze'."""
     from .pipeline import default_output
@@ -206,6 +223,7 @@ def render(video: Path, plan_path: Path | None, output: Path | None, progress_ki
 @analyze_options
 @render_options
 @encode_options
+@verbosity_options
 def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: Any) -> None:
     """Anonymize every video under IN_DIR into OUT_DIR; resumable; writes a summary."""
     from .pipeline import SUMMARY

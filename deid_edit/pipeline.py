@@ -29,7 +29,7 @@ from .detect import FaceDetector, create_detector
 from .errors import DeidError, EncodeError, InputError, PlanError
 from .identities import identities_from_tracks
 from .io.decode import VideoReader, open_input, probe, upright_k
-from .io.encode import open_writer
+from .io.encode import OUTPUT_FORMATS, open_writer
 from .plan import Plan, load_plan, save_plan
 from .progress import NullProgress, ProgressSink
 from .render import get_anonymizer
@@ -261,8 +261,10 @@ def batch(
 
     def one(path: Path) -> BatchItem:
         target = dst / path.relative_to(src)
+        if target.suffix.lower() not in OUTPUT_FORMATS:  # a video under an odd name: write MP4
+            target = target.with_name(target.name + ".mp4")
         t0 = time.monotonic()
-        if target.exists() and not ecfg.force:
+        if target.is_file() and not ecfg.force:
             return BatchItem(str(path), str(target), "skipped", 0.0, 0)
         try:
             progress = progress_for(path) if progress_for else None

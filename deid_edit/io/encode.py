@@ -264,12 +264,14 @@ class _RetryWithoutStreams(Exception):
         self.dropped = dropped
 
 
-def _container_format(target: Path) -> str | None:
-    """The muxer for the target's extension (None lets FFmpeg guess; errors name the file)."""
+OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".mxf": "mxf", ".avi": "avi"}
+
+
+def _container_format(target: Path) -> str:
+    """The muxer for the target's extension; an unknown extension is a ConfigError naming it."""
     ext = target.suffix.lower()
-    known = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".mxf": "mxf", ".avi": "avi"}
-    if ext in known:
-        return known[ext]
+    if ext in OUTPUT_FORMATS:
+        return OUTPUT_FORMATS[ext]
     raise ConfigError(f"output {target}: unknown extension {ext!r}; use .mp4, .mov, .mkv, .webm, .mxf or .avi")
 
 

@@ -1,0 +1,56 @@
+"""Batch over a folder tree: probing, mirroring, summary, resume, failures, parallel jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+from conftest import decoded
+
+from deid_edit.cli import main
+
+
+def run_cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_batch_tree(sample_clip, vfr_clip, tmp_path, capsys):
+    src = tmp_path / "in"
+    (src / "day1" / "cam").mkdir(parents=True)
+    (src / "day2").mkdir()
+    shutil.copy(sample_clip[0], src / "day1" / "cam" / "a.mp4")
+    shutil.copy(vfr_clip[0], src / "day2" / "b.mov.bin")  # a video with a misleading extension
+    shutil.copy(sample_clip[0], src / "day2" / "c.mp4")
+    (src / "day2" / "notes.mp4").write_text("not a video")  # probed, not picked
+    (src / "readme.txt").write_text("hello")
+    out = tmp_path / "out"
+    (out / "day2" / "c.mp4").mkdir(parents=True)  # makes this one file fail: output path is a folder
+
+    code = run_cli("batch", str(src), "-o", str(out), "--jobs", "2", "--progress", "none", "--preset", "ultrafast")
+    assert code == 1, "a failed file must make the batch exit non-zero"
+    assert (out / "day1" / "cam" / "a.mp4").is_file()
+    assert decoded(out / "day1" / "cam" / "a.mp4")["frames"] == sample_clip[1].frame_count
+    assert decoded(out / "day2" / "b.mov.bin.mp4")["frames"] == vfr_clip[1].frame_count
+    assert not (out / "day2" / "notes.mp4").exists()
+    summary = json.loads((out / "deid-edit-summary.json").read_text())["files"]
+    status = {r["file"].split("in/")[1]: r for r in summary}
+    assert set(status) == {"day1/cam/a.mp4", "day2/b.mov.bin", "day2/c.mp4"}
+    assert status["day1/cam/a.mp4"]["status"] == "ok" and status["day1/cam/a.mp4"]["faces"] >= 1
+    assert status["day2/c.mp4"]["status"] == "failed" and "c.mp4" in status["day2/c.mp4"]["error"]
+    rows = list(csv.DictReader((out / "deid-edit-summary.csv").open()))
+    assert {r["status"] for r in rows} == {"ok", "failed"}
+    assert "c.mp4" in capsys.readouterr().err
+
+    # resume: finished outputs are skipped, the failed one is retried (and now works)
+    (out / "day2" / "c.mp4").rmdir()
+    before = (out / "day1" / "cam" / "a.mp4").stat().st_mtime_ns
+    code = run_cli("batch", str(src), "-o", str(out), "--progress", "none", "--preset", "ultrafast")
+    assert code == 0
+    summary = {r["file"].split("in/")[1]: r["status"] for r in json.loads((out / "deid-edit-summary.json").read_text())["files"]}
+    assert summary == {"day1/cam/a.mp4": "skipped", "day2/b.mov.bin": "skipped", "day2/c.mp4": "ok"}
+    assert (out / "day1" / "cam" / "a.mp4").stat().st_mtime_ns == before

@@ -1,0 +1,116 @@
+"""The deid-edit command: CliRunner for each command, the installed console script, and the
+--progress json contract the plugins rely on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+from click.testing import CliRunner
+from conftest import decoded
+
+from deid_edit import __version__, load_plan
+from deid_edit.cli import cli
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_version():
+    r = invoke("--version")
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+def test_analyze_then_render_in_two_modes(sample_clip, tmp_path):
+    src, truth = sample_clip
+    plan_path = tmp_path / "s.deid.json"
+    r = invoke("analyze", str(src), "-o", str(plan_path), "--progress", "none")
+    assert r.exit_code == 0, r.output
+    plan = load_plan(plan_path)
+    assert plan.frame_count == truth.frame_count and plan.tracks
+    for mode in ("pixelate", "matte"):
+        out = tmp_path / f"{mode}.mp4"
+        r = invoke("render", str(src), "--plan", str(plan_path), "--mode", mode, "-o", str(out), "--progress", "none")
+        assert r.exit_code == 0, r.output
+        assert decoded(out)["frames"] == truth.frame_count
+    # the matte is white where the ground-truth face is, black in the corner
+    with av.open(str(tmp_path / "matte.mp4")) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            img = frame.to_ndarray(format="gray")
+            x1, y1, x2, y2 = truth.faces[i][0].astype(int)
+            cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+            assert img[cy - 5 : cy + 5, cx - 5 : cx + 5].min() > 200, i
+            assert img[:8, :8].max() < 30
+
+
+def test_run_default_output_and_saved_plan(sample_clip, tmp_path):
+    src = tmp_path / "clip.mp4"
+    shutil.copy(sample_clip[0], src)
+    r = invoke("run", str(src), "--save-plan", str(tmp_path / "p.json"), "--progress", "none")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "clip.anon.mp4").is_file()
+    assert r.output.strip().endswith("clip.anon.mp4")
+    assert load_plan(tmp_path / "p.json").frame_count == sample_clip[1].frame_count
+
+
+def test_models_list_and_verify():
+    r = invoke("models", "verify")
+    assert r.exit_code == 0 and "ok  centerface" in r.output
+    r = invoke("models", "list")
+    assert "centerface" in r.output and "MIT" in r.output
+
+
+def test_progress_json_contract(sample_clip, tmp_path):
+    """Every stdout line is a JSON object; stages count up to their totals; the last names the output."""
+    out = tmp_path / "o.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "deid_edit", "run", str(sample_clip[0]), "-o", str(out), "--progress", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    stages = {e["stage"] for e in events}
+    assert {"analyze", "render", "done"} <= stages
+    for stage in ("analyze", "render"):
+        done = [e["done"] for e in events if e["stage"] == stage]
+        assert done == sorted(done) and done[-1] == events[[e["stage"] for e in events].index(stage)]["total"]
+    assert events[-1] == {"stage": "done", "output": str(out), "faces": events[-1]["faces"], "frames": sample_clip[1].frame_count}
+
+
+def test_progress_json_error_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "deid_edit", "run", str(tmp_path / "missing.mp4"), "--progress", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    last = json.loads(proc.stdout.splitlines()[-1])
+    assert last["stage"] == "error" and "missing.mp4" in last["message"]
+
+
+def test_installed_console_script(sample_clip, tmp_path):
+    """The console script on PATH (installed by `make`) runs from another directory."""
+    exe = shutil.which("deid-edit") or str(Path(sys.executable).parent / "deid-edit")
+    assert Path(exe).exists(), "deid-edit console script is not installed; run `make install`"
+    out = tmp_path / "cs.mp4"
+    proc = subprocess.run(
+        [exe, "run", str(sample_clip[0]), "-o", str(out), "--mode", "solid", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with av.open(str(out)) as c:
+        frame = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+    x1, y1, x2, y2 = sample_clip[1].faces[0][0].astype(int)
+    assert np.abs(frame[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10].astype(int)).mean() < 20  # black mask over the face

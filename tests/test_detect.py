@@ -1,0 +1,86 @@
+"""CenterFace through ONNX Runtime: real model on real face photos; provider choice; scaling."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from deid_edit.config import DetectConfig
+from deid_edit.detect import create_detector
+from deid_edit.detect.centerface import nms
+from deid_edit.detect.onnx import available_devices, choose_providers
+from deid_edit.errors import ConfigError, ModelError
+from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_detector(DetectConfig())
+
+
+def iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("photo", [GRACE_HOPPER, ASTRONAUT], ids=["grace_hopper", "astronaut"])
+def test_finds_the_face_with_landmarks(detector, photo):
+    img = load_photo(photo_path(photo))
+    (det,) = detector.detect([img], [0], 1.0, 0.35)
+    assert len(det) == 1
+    assert iou(det.boxes[0], np.asarray(photo.face, np.float32)) > 0.5
+    lm = det.landmarks[0]
+    x1, y1, x2, y2 = det.boxes[0]
+    assert np.all((lm[:, 0] > x1) & (lm[:, 0] < x2) & (lm[:, 1] > y1) & (lm[:, 1] < y2))
+    assert lm[0, 0] < lm[1, 0], "left eye should be left of right eye"
+
+
+def test_scaled_input_returns_source_coordinates(detector):
+    img = load_photo(photo_path(GRACE_HOPPER))
+    (full,) = detector.detect([img], [0], 1.0, 0.35)
+    half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    (scaled,) = detector.detect([half], [7], 0.5, 0.35)
+    assert scaled.frame_index == 7
+    assert iou(full.boxes[0], scaled.boxes[0]) > 0.8
+
+
+def test_batch_equals_single(detector):
+    a = load_photo(photo_path(GRACE_HOPPER))[:512, :512]
+    b = load_photo(photo_path(ASTRONAUT))
+    single = [detector.detect([x], [i], 1.0, 0.35)[0] for i, x in enumerate((a, b))]
+    batched = detector.detect([a, b], [0, 1], 1.0, 0.35)
+    for s, m in zip(single, batched):
+        assert np.allclose(s.boxes, m.boxes, atol=0.5)
+
+
+def test_empty_frame_has_no_faces(detector):
+    (det,) = detector.detect([np.full((360, 640, 3), 90, np.uint8)], [3], 1.0, 0.35)
+    assert len(det) == 0 and det.frame_index == 3
+
+
+def test_nms_keeps_best_of_overlaps():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    keep = nms(boxes, np.array([0.5, 0.9, 0.7], np.float32), 0.3)
+    assert keep.tolist() == [1, 2]
+
+
+def test_device_choice():
+    assert "cpu" in available_devices()
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    assert choose_providers("auto")[-1] == "CPUExecutionProvider"
+    missing = next(d for d in ("directml", "coreml", "tensorrt", "cuda") if d not in available_devices())
+    with pytest.raises(ModelError, match="available: auto, .*cpu"):
+        choose_providers(missing)
+    with pytest.raises(ConfigError, match="--device"):
+        DetectConfig(device="quantum")
+
+
+def test_detection_scale_keeps_small_faces():
+    cfg = DetectConfig()
+    assert cfg.detection_scale(640, 360) == 1.0
+    s = cfg.detection_scale(1920, 1080)
+    assert 70 * s >= 18, "70-px faces of a 1080p crowd must stay detectable"
+    assert DetectConfig(min_face=20).detection_scale(1920, 1080) > s

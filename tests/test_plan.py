@@ -1,0 +1,93 @@
+"""The plan file: schema, round trip, refusal of foreign or unknown plans, and a golden plan."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deid_edit import analyze, load_plan, save_plan
+from deid_edit.errors import PlanError
+from deid_edit.io.decode import probe
+from deid_edit.plan import SCHEMA
+
+GOLDEN = Path(__file__).parent / "golden" / "sample_plan.json"
+
+
+@pytest.fixture(scope="module")
+def plan(sample_clip):
+    return analyze(sample_clip[0])
+
+
+def test_round_trip(plan, tmp_path):
+    p = save_plan(plan, tmp_path / "a.deid.json")
+    data = json.loads(p.read_text())
+    assert data["schema"] == SCHEMA
+    back = load_plan(p)
+    assert back.video == plan.video
+    assert back.shots == plan.shots
+    assert len(back.detections) == plan.frame_count
+    for a, b in zip(back.tracks, plan.tracks):
+        assert np.array_equal(a.frames, b.frames)
+        assert np.allclose(a.boxes, b.boxes, atol=0.01)
+        assert np.array_equal(a.observed, b.observed)
+    for f in range(plan.frame_count):
+        assert len(back.regions_at(f)) == len(plan.regions_at(f))
+
+
+def test_unknown_schema_is_refused(plan, tmp_path):
+    data = plan.to_json()
+    data["schema"] = "deid_edit.Plan.9"
+    p = tmp_path / "future.deid.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match="upgrade"):
+        load_plan(p)
+    p.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(PlanError, match="not a deid-edit plan"):
+        load_plan(p)
+    p.write_text("{broken")
+    with pytest.raises(PlanError, match="future.deid.json"):
+        load_plan(p)
+
+
+def test_plan_for_another_file_is_refused(plan, vfr_clip):
+    with pytest.raises(PlanError, match="analyze"):
+        plan.check_video(probe(vfr_clip[0]))
+    plan.check_video(probe(plan.video.path))
+
+
+def test_render_refuses_foreign_plan(plan, vfr_clip, tmp_path):
+    from deid_edit import render
+
+    out = tmp_path / "x.mp4"
+    with pytest.raises(PlanError):
+        render(vfr_clip[0], plan, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_kept_identity_is_not_rendered(plan):
+    f = int(plan.tracks[0].frames[0])
+    assert plan.regions_at(f)
+    kept = replace(plan, identities=tuple(replace(i, action="keep") for i in plan.identities))
+    assert kept.regions_at(f) == []
+    assert kept.regions_at(f, include_kept=True)
+
+
+def test_golden_plan(plan, sample_clip):
+    """The analysis of the generated clip matches the checked-in golden plan (within 3 px)."""
+    golden = load_plan(GOLDEN)
+    truth = sample_clip[1]
+    assert (
+        [(s.start, s.end) for s in plan.shots]
+        == [(s.start, s.end) for s in golden.shots]
+        == [(0, truth.cut_frame), (truth.cut_frame, truth.frame_count)]
+    )
+    assert len(plan.tracks) == len(golden.tracks)
+    for a, b in zip(plan.tracks, golden.tracks):
+        assert np.array_equal(a.frames, b.frames)
+        assert np.abs(a.boxes - b.boxes).max() < 3.0
+    for a, b in zip(plan.detections, golden.detections):
+        assert len(a) == len(b)

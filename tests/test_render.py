@@ -1,0 +1,142 @@
+"""Anonymizers and region geometry: pure numpy on synthetic frames, asserting on pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deid_edit.config import RenderConfig
+from deid_edit.errors import ConfigError
+from deid_edit.render import ANONYMIZERS, get_anonymizer
+from deid_edit.render.shapes import region_mask, to_coded
+from deid_edit.types import FaceRegion
+
+BOX = np.array([100, 60, 180, 160], np.float32)
+
+
+def region(box=BOX, margin=0.0, track_id=1) -> FaceRegion:
+    return FaceRegion(identity_id=0, track_id=track_id, box=np.asarray(box, np.float32), landmarks=None, observed=True, margin=margin)
+
+
+def textured(h=240, w=320, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def covered(alpha_img: np.ndarray, box: np.ndarray) -> float:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    return float((alpha_img[y1:y2, x1:x2] >= 0.999).mean())
+
+
+def full_alpha(r: FaceRegion, shape: str, padding: float, feather: float, hw=(240, 320)) -> np.ndarray:
+    m = region_mask(r, hw, shape, padding, feather)
+    a = np.zeros(hw, np.float32)
+    a[m.slices] = m.alpha
+    return a
+
+
+@pytest.mark.parametrize("shape", ["ellipse", "box"])
+def test_default_padding_covers_whole_face_box(shape):
+    cfg = RenderConfig(shape=shape)
+    assert covered(full_alpha(region(), shape, cfg.padding, cfg.feather), BOX) == 1.0
+
+
+def test_feather_lies_outside_the_covered_area():
+    hard = full_alpha(region(), "ellipse", 0.25, 0.0)
+    soft = full_alpha(region(), "ellipse", 0.25, 0.3)
+    assert np.all(soft[hard >= 0.999] >= 0.999), "feathering uncovered pixels"
+    assert ((soft > 0) & (soft < 1)).sum() > 0
+
+
+def test_margin_grows_the_mask():
+    small = full_alpha(region(), "ellipse", 0.25, 0.1)
+    big = full_alpha(region(margin=0.3), "ellipse", 0.25, 0.1)
+    assert (big >= 1).sum() > 1.3 * (small >= 1).sum()
+    assert np.all(big[small >= 1] >= 1)
+
+
+def test_regions_outside_the_frame_are_ignored():
+    assert region_mask(region(box=[-500, -500, -400, -400]), (240, 320), "ellipse", 0.25, 0.1) is None
+
+
+def _face_change(mode: str, **kw) -> tuple[np.ndarray, np.ndarray]:
+    img = textured()
+    out = get_anonymizer(mode).apply(img.copy(), [region()], RenderConfig(mode=mode, **kw))
+    return img, out
+
+
+def test_blur_destroys_the_face_detail():
+    img, out = _face_change("blur")
+    x1, y1, x2, y2 = BOX.astype(int)
+    face_in, face_out = img[y1:y2, x1:x2].astype(float), out[y1:y2, x1:x2].astype(float)
+    # high-frequency energy (neighbour differences) nearly gone, and no correlation left with the input
+    hf_in = np.abs(np.diff(face_in, axis=1)).mean()
+    hf_out = np.abs(np.diff(face_out, axis=1)).mean()
+    assert hf_out < 0.05 * hf_in
+    corr = np.corrcoef(face_in.ravel(), face_out.ravel())[0, 1]
+    assert abs(corr) < 0.1
+    # far outside the region nothing changed
+    assert np.array_equal(img[:20, :20], out[:20, :20])
+
+
+def test_blur_is_strong_on_a_real_face_shape():
+    """A smooth gradient face: blur keeps only a handful of samples across the face."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.stack([(xx * 0.8) % 256, (yy * 1.1) % 256, ((xx + yy) * 0.5) % 256], -1).astype(np.uint8)
+    img[80:140, 120:160] = 255  # a bright feature inside the face
+    out = get_anonymizer("blur").apply(img.copy(), [region()], RenderConfig())
+    assert out[80:140, 120:160].mean() < 230, "bright feature survived the blur"
+
+
+def test_pixelate_has_blocks_relative_to_face():
+    img, out = _face_change("pixelate", blocks=8, feather=0.0)
+    x1, y1, x2, y2 = BOX.astype(int)
+    face = out[y1 + 5 : y2 - 5, x1 + 5 : x2 - 5].reshape(-1, 3)
+    distinct = len(np.unique(face, axis=0))
+    assert 4 <= distinct <= 200, distinct  # a few dozen blocks, not thousands of pixels
+
+
+def test_solid_fills_with_the_colour():
+    _, out = _face_change("solid", color=(10, 200, 30))
+    x1, y1, x2, y2 = BOX.astype(int)
+    assert np.all(out[y1:y2, x1:x2] == (10, 200, 30))
+
+
+def test_matte_is_white_on_black():
+    _, out = _face_change("matte")
+    x1, y1, x2, y2 = BOX.astype(int)
+    assert np.all(out[y1:y2, x1:x2] == 255)
+    assert np.all(out[:10, :10] == 0)
+    assert get_anonymizer("matte").full_frame
+
+
+def test_debug_draws_but_does_not_hide():
+    img, out = _face_change("debug")
+    assert not np.array_equal(img, out)
+    x1, y1, x2, y2 = BOX.astype(int)
+    assert (img[y1 + 20 : y2 - 20, x1 + 20 : x2 - 20] == out[y1 + 20 : y2 - 20, x1 + 20 : x2 - 20]).mean() > 0.8
+    assert not get_anonymizer("debug").hides_faces
+
+
+def test_registry_drives_mode_validation():
+    assert {"blur", "pixelate", "solid", "matte", "debug"} <= set(ANONYMIZERS)
+    with pytest.raises(ConfigError, match="--mode"):
+        RenderConfig(mode="sparkles")
+    with pytest.raises(ConfigError, match="--padding"):
+        RenderConfig(padding=-0.1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_to_coded_matches_rot90(k):
+    """A region drawn upright must land on the same pixels as drawing in coded frame then rotating."""
+    coded_h, coded_w = 120, 200
+    coded = np.zeros((coded_h, coded_w), np.uint8)
+    up_h, up_w = np.rot90(coded, k).shape
+    box = np.array([10, 20, 50, 45], np.float32)
+    assert box[2] <= up_w and box[3] <= up_h
+    r = region(box=box)
+    (rc,) = to_coded([r], k, coded_w, coded_h)
+    a = full_alpha(rc, "box", 0.0, 0.0, (coded_h, coded_w))
+    upright = np.rot90(a, k)
+    assert covered(upright, box) == 1.0
+    assert (upright >= 1).sum() == pytest.approx((box[2] - box[0]) * (box[3] - box[1]), rel=0.1)

@@ -1,0 +1,93 @@
+"""Tracking and temporal completion on fake detections (pure numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deid_edit.config import TrackConfig
+from deid_edit.shots import shots_from_cuts
+from deid_edit.smooth import complete_tracks
+from deid_edit.track import track_video
+from deid_edit.types import FrameDetections
+
+
+def dets(n: int, faces: dict[int, list[tuple[float, float, float, float, float]]]) -> list[FrameDetections]:
+    out = []
+    for f in range(n):
+        rows = faces.get(f, [])
+        if rows:
+            arr = np.asarray(rows, np.float32)
+            out.append(FrameDetections(f, arr[:, :4], arr[:, 4], None))
+        else:
+            out.append(FrameDetections.empty(f))
+    return out
+
+
+def moving(n: int, x0: float, dx: float, drop: set[int] = frozenset(), score: float = 0.9):
+    return {f: [(x0 + dx * f, 50, x0 + dx * f + 60, 130, score)] for f in range(n) if f not in drop}
+
+
+def test_dropouts_are_filled_and_marked():
+    faces = moving(30, 10, 3, drop={10, 11, 12, 20})
+    shots = shots_from_cuts([], 30)
+    cfg = TrackConfig()
+    tracks = complete_tracks(track_video(dets(30, faces), shots, cfg, 0.5), shots, cfg)
+    assert len(tracks) == 1
+    t = tracks[0]
+    assert t.frames.tolist() == list(range(30))
+    assert not t.observed[[10, 11, 12, 20]].any() and t.observed[[0, 9, 13, 29]].all()
+    # interpolated boxes follow the motion, and uncertainty grows away from observations
+    assert abs(t.boxes[11, 0] - (10 + 3 * 11)) < 3
+    assert t.margin[11] > t.margin[10] > 0 and t.margin[9] == 0
+
+
+def test_extension_clipped_to_shot_and_no_crossing_cuts():
+    faces = {**moving(20, 10, 0), **{f: [(12, 50, 72, 130, 0.9)] for f in range(20, 40)}}
+    shots = shots_from_cuts([20], 40)
+    cfg = TrackConfig(extend=4)
+    tracks = complete_tracks(track_video(dets(40, faces), shots, cfg, 0.5), shots, cfg)
+    assert len(tracks) == 2, "a face at the same place after a cut is a new track"
+    assert tracks[0].end == 20 and tracks[1].start == 20
+
+
+def test_extension_before_and_after():
+    faces = {f: v for f, v in moving(40, 10, 1).items() if 10 <= f < 30}
+    shots = shots_from_cuts([], 40)
+    cfg = TrackConfig(extend=4)
+    (t,) = complete_tracks(track_video(dets(40, faces), shots, cfg, 0.5), shots, cfg)
+    assert t.start == 6 and t.end == 34
+    assert not t.observed[:4].any() and t.margin[0] > 0
+
+
+def test_low_score_detections_continue_but_do_not_start_tracks():
+    faces = moving(20, 10, 2)
+    for f in range(8, 12):
+        faces[f] = [(10 + 2 * f, 50, 70 + 2 * f, 130, 0.25)]  # blurred: low score
+    faces[5] = faces[5] + [(300, 300, 340, 350, 0.25)]  # low-score noise elsewhere
+    shots = shots_from_cuts([], 20)
+    cfg = TrackConfig(max_gap=0)
+    raw = track_video(dets(20, faces), shots, cfg, 0.5)
+    assert len(raw) == 1 and len(raw[0].frames) == 20
+
+
+def test_two_faces_crossing_keep_their_tracks():
+    a = {f: [(10 + 8 * f, 50, 70 + 8 * f, 130, 0.9)] for f in range(30)}
+    b = {f: [(250 - 8 * f, 60, 310 - 8 * f, 140, 0.9)] for f in range(30)}
+    faces = {f: a[f] + b[f] for f in range(30)}
+    shots = shots_from_cuts([], 30)
+    cfg = TrackConfig()
+    raw = track_video(dets(30, faces), shots, cfg, 0.5)
+    assert len(raw) == 2
+    for t in raw:
+        xs = np.asarray(t.boxes)[:, 0]
+        assert np.all(np.diff(xs) > 0) or np.all(np.diff(xs) < 0), "tracks swapped identities"
+
+
+def test_smoothing_never_shrinks_below_detection():
+    rng = np.random.default_rng(1)
+    faces = {f: [(100 + rng.normal(0, 3), 50 + rng.normal(0, 3), 160 + rng.normal(0, 3), 130 + rng.normal(0, 3), 0.9)] for f in range(40)}
+    shots = shots_from_cuts([], 40)
+    cfg = TrackConfig(extend=0)
+    (t,) = complete_tracks(track_video(dets(40, faces), shots, cfg, 0.5), shots, cfg)
+    raw = np.asarray([faces[f][0][:4] for f in range(40)], np.float32)
+    assert np.all(t.boxes[:, :2] <= raw[:, :2] + 1e-4) and np.all(t.boxes[:, 2:] >= raw[:, 2:] - 1e-4)
