@@ -90,8 +90,7 @@ def decoded(path: Path) -> dict:
     audio_packets: dict[int, list[bytes]] = {}
     with av.open(str(path)) as c:
         if c.streams.audio:
-            for i, s in enumerate(c.streams.audio):
-                audio_packets[i] = []
+            audio_packets = {i: [] for i in range(len(c.streams.audio))}
             order = {s.index: i for i, s in enumerate(c.streams.audio)}
             for p in c.demux(c.streams.audio):
                 if p.size:
