@@ -3,6 +3,7 @@ tags, audio bit-exact; codec choices for editors. Generated fixtures plus real f
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -128,3 +129,46 @@ def test_real_footage_kept(name, tmp_path):
     if info.rotation:
         assert plan.video.width == info.coded_height  # detection ran on the upright frame
     assert plan.face_frames() > 0 or name == "film_dark_vfr_3shots.mp4"
+
+
+def _with_subtitles(src: Path, dst: Path) -> Path:
+    """Remux ``src`` into Matroska with an ASS subtitle stream of two events."""
+    header = (
+        b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name\nStyle: Default\n\n"
+        b"[Events]\nFormat: Layer, Start, End, Style, Text\n"
+    )
+    with av.open(str(src)) as s, av.open(str(dst), "w") as d:
+        streams = {st.index: d.add_stream_from_template(st) for st in s.streams}
+        sub = d.add_stream("ass")
+        sub.codec_context.time_base = Fraction(1, 1000)
+        sub.codec_context.extradata = header
+        for p in s.demux():
+            if p.dts is not None:
+                p.stream = streams[p.stream.index]
+                d.mux(p)
+        for i, text in enumerate(["first line", "second line"]):
+            pk = av.Packet(f"{i},0,Default,,0,0,0,,{text}".encode())
+            pk.pts = pk.dts = i * 500
+            pk.duration = 400
+            pk.time_base = Fraction(1, 1000)
+            pk.stream = sub
+            d.mux(pk)
+    return dst
+
+
+def _subtitle_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.subtitles) if p.size] if c.streams.subtitles else []
+
+
+def test_subtitles_copied_where_the_container_allows(sample_clip, tmp_path):
+    src = _with_subtitles(sample_clip[0], tmp_path / "subs.mkv")
+    assert len(_subtitle_packets(src)) == 2
+    plan = analyze(src)
+    mkv = render(src, plan, tmp_path / "out.mkv")
+    assert _subtitle_packets(mkv) == _subtitle_packets(src)
+    assert_kept(src, mkv)
+    # MP4 cannot hold ASS: the subtitles are dropped with a warning, video and audio still exact
+    mp4 = render(src, plan, tmp_path / "out.mp4")
+    assert _subtitle_packets(mp4) == []
+    assert decoded(mp4)["audio_packets"] == decoded(src)["audio_packets"]
