@@ -84,6 +84,9 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch-size", type=int, help="Frames per detector batch."),
         click.option("--device", help="auto, cpu, cuda[:N], tensorrt, coreml, directml."),
         click.option("--threads", type=int, help="ONNX Runtime threads (0 = all cores)."),
+        click.option(
+            "--shots-from", "cut_list", type=click.Path(dir_okay=False), help="Cut list from the editor (EDL, OTIO, CSV of timecodes)."
+        ),
     ]
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)
 

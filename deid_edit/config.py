@@ -35,7 +35,7 @@ class DetectConfig:
     threshold: float = 0.35
     min_face: int = 36  # pixels (short side of the face box) in the source frame
     max_side: int = 960  # detection input long side when min_face allows shrinking
-    batch_size: int = 8
+    batch_size: int = 0  # frames per inference; 0 = 2 on the CPU (larger is slower there), 16 on a GPU
     device: str = "auto"
     threads: int = 0  # ONNX Runtime intra-op threads, 0 = all cores
 
@@ -43,7 +43,7 @@ class DetectConfig:
         _check(0.01 <= self.threshold <= 0.99, "--threshold", self.threshold, "a number in 0.01..0.99")
         _check(8 <= self.min_face <= 4096, "--min-face", self.min_face, "pixels in 8..4096")
         _check(128 <= self.max_side <= 8192, "--det-size", self.max_side, "pixels in 128..8192")
-        _check(1 <= self.batch_size <= 256, "--batch-size", self.batch_size, "1..256")
+        _check(0 <= self.batch_size <= 256, "--batch-size", self.batch_size, "1..256, or 0 for automatic")
         _check(self.threads >= 0, "--threads", self.threads, "0 (all cores) or more")
         base = self.device.split(":")[0]
         _check(base in DEVICES_GENERIC, "--device", self.device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
@@ -64,6 +64,7 @@ class ShotConfig:
     """Shot-cut detection with PySceneDetect's adaptive detector."""
 
     enabled: bool = True
+    cut_list: str | None = None  # an editor's EDL/OTIO/CSV; replaces detection
     adaptive_threshold: float = 3.0
     min_content: float = 15.0
     min_shot_len: int = 8  # frames
@@ -80,7 +81,9 @@ class TrackConfig:
     iou_match: float = 0.2
     max_gap: int = 15  # frames a track may miss before it ends
     extend: int = 4  # frames a track is extended before its first and after its last detection
-    min_hits: int = 1  # detections needed to keep a track
+    min_hits: int = 1  # detections needed to keep a track...
+    confirm_score: float = 0.5  # ...unless a single detection is at least this confident
+    smooth_sigma: float = 2.0  # frames; Gaussian weight of the bidirectional smoother
     gap_margin: float = 0.04  # extra relative padding per frame away from an observation
     max_margin: float = 0.5
 

@@ -34,7 +34,7 @@ from .plan import Plan, load_plan, save_plan
 from .progress import NullProgress, ProgressSink
 from .render import get_anonymizer
 from .render.shapes import to_coded
-from .shots import ShotDetector
+from .shots import ShotDetector, load_cut_list
 from .smooth import complete_tracks
 from .track import track_video
 from .types import FrameDetections
@@ -56,8 +56,9 @@ def analyze(
     info = probe(video)
     scale = cfg.detect.detection_scale(info.width, info.height)
     detector = detector or create_detector(cfg.detect)
-    shots = ShotDetector(cfg.shots, info.avg_rate)
+    shots = ShotDetector(replace(cfg.shots, enabled=cfg.shots.enabled and not cfg.shots.cut_list), info.avg_rate)
     low = cfg.detect.threshold * LOW_SCORE_FACTOR
+    batch_size = cfg.detect.batch_size or (2 if detector.provider == "CPUExecutionProvider" else 16)
     detections: list[FrameDetections] = []
     batch_imgs: list = []
     batch_idx: list[int] = []
@@ -76,14 +77,17 @@ def analyze(
             flush()  # resolution change mid-stream: batches must be uniform
         batch_imgs.append(frame.image)
         batch_idx.append(frame.index)
-        if len(batch_idx) >= cfg.detect.batch_size:
+        if len(batch_idx) >= batch_size:
             flush()
         progress.update("analyze", frame.index + 1, max(total, frame.index + 1))
     flush()
     n = reader.frames_decoded
     if n == 0:
         raise InputError(f"{video}: no frame could be decoded; re-export the video")
-    shot_list = shots.finish(n)
+    if cfg.shots.cut_list:
+        shot_list = load_cut_list(cfg.shots.cut_list, info.avg_rate, n)
+    else:
+        shot_list = shots.finish(n)
     raw = track_video(detections, shot_list, cfg.track, cfg.detect.threshold)
     tracks = complete_tracks(raw, shot_list, cfg.track)
     identities = identities_from_tracks(tracks)

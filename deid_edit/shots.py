@@ -1,6 +1,7 @@
 """Shot-cut detection: the analyze pass's decoded frames in, ``Shot`` ranges out (next: track).
 
-The only module importing scenedetect. It is fed the same frames the face detector sees (one
+The only module importing scenedetect. Editors can instead hand over their own cut list
+(``--shots-from``: EDL, OTIO or CSV), which replaces detection. It is fed the same frames the face detector sees (one
 decode for both), downscaled, through PySceneDetect's adaptive content detector, which compares
 each frame's change with its neighbours' and so tolerates camera motion better than a fixed
 threshold.
@@ -8,7 +9,13 @@ threshold.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import re
 from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +23,7 @@ from scenedetect import AdaptiveDetector
 from scenedetect.common import FrameTimecode
 
 from .config import ShotConfig
+from .errors import InputError
 from .types import Shot
 
 SHOT_WIDTH = 256
@@ -59,3 +67,82 @@ def shots_from_cuts(cuts: list[int], frame_count: int) -> list[Shot]:
     """Half-open shots from the first frames of new shots."""
     bounds = [0] + sorted({c for c in cuts if 0 < c < frame_count}) + [frame_count]
     return [Shot(i, a, b) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
+
+
+# -- cut lists from an editor (--shots-from) --------------------------------------------------
+def _timecode_to_frame(text: str, fps: Fraction) -> int:
+    """'123' (frames), '12.5s' / '12.5' with a dot (seconds), 'HH:MM:SS:FF' or 'HH:MM:SS.mmm'."""
+    t = text.strip()
+    if re.fullmatch(r"\d+", t):
+        return int(t)
+    if re.fullmatch(r"\d+(\.\d+)?s?", t):
+        return int(round(Fraction(t.rstrip("s")) * fps))
+    m = re.fullmatch(r"(\d+):(\d+):(\d+)[:;](\d+)", t)
+    if m:
+        h, mi, s, f = (int(x) for x in m.groups())
+        nominal = round(fps)
+        return int(round((h * 3600 + mi * 60 + s) * nominal + f)) if nominal else 0
+    m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", t)
+    if m:
+        h, mi, s = m.groups()
+        return int(round((int(h) * 3600 + int(mi) * 60 + Fraction(s)) * fps))
+    raise ValueError(f"cannot read {text!r} as a frame number or timecode")
+
+
+def _cuts_from_edl(text: str, fps: Fraction) -> list[int]:
+    """CMX3600: each event's record-in, relative to the first event's record-in."""
+    tc = r"(\d\d:\d\d:\d\d[:;]\d\d)"
+    events = re.findall(rf"^\s*\d+\s+\S+\s+\S+\s+\S+\s+{tc}\s+{tc}\s+{tc}\s+{tc}", text, flags=re.M)
+    if not events:
+        raise ValueError("no CMX3600 events found")
+    starts = sorted(_timecode_to_frame(e[2], fps) for e in events)
+    return [s - starts[0] for s in starts]
+
+
+def _cuts_from_otio(data: dict, fps: Fraction) -> list[int]:
+    """The first video track of an OpenTimelineIO timeline: a cut at every item boundary."""
+    tracks = data.get("tracks", {}).get("children", [])
+    video = [t for t in tracks if t.get("kind", "Video") == "Video"] or tracks
+    if not video:
+        raise ValueError("timeline has no tracks")
+    pos = Fraction(0)
+    cuts = []
+    for item in video[0].get("children", []):
+        dur = (item.get("source_range") or {}).get("duration")
+        if not dur:
+            continue
+        cuts.append(int(round(pos * fps)))
+        pos += Fraction(str(dur["value"])) / Fraction(str(dur["rate"]))
+    return cuts
+
+
+def load_cut_list(path: str | os.PathLike[str], fps: Fraction, frame_count: int) -> list[Shot]:
+    """Shots from an editor's cut list: EDL (CMX3600), OTIO JSON, or CSV/text of cut timecodes.
+
+    A CSV/text file lists the first frame of each new shot, one per line or in the first column,
+    as a frame number, seconds, or timecode; a header line is ignored.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the cut list ({exc.strerror}); check the path") from exc
+    try:
+        if p.suffix.lower() == ".edl" or "FCM:" in text[:400]:
+            cuts = _cuts_from_edl(text, fps)
+        elif p.suffix.lower() == ".otio" or text.lstrip().startswith("{"):
+            cuts = _cuts_from_otio(json.loads(text), fps)
+        else:
+            cuts = []
+            for n, row in enumerate(csv.reader(io.StringIO(text))):
+                if not row or not row[0].strip() or row[0].strip().startswith("#"):
+                    continue
+                try:
+                    cuts.append(_timecode_to_frame(row[0], fps))
+                except ValueError:
+                    if n == 0:
+                        continue  # header
+                    raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{p}: not a usable cut list ({exc}); give an EDL, an OTIO timeline or a CSV of cut timecodes") from exc
+    return shots_from_cuts(cuts, frame_count)

@@ -18,8 +18,6 @@ from .config import TrackConfig
 from .track import RawTrack
 from .types import Shot, Track
 
-SMOOTH_RADIUS = 2  # frames on each side of the centred moving average
-
 
 def _interp(frames: np.ndarray, obs_frames: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Linear interpolation of each column of ``values`` (constant beyond the ends)."""
@@ -28,13 +26,39 @@ def _interp(frames: np.ndarray, obs_frames: np.ndarray, values: np.ndarray) -> n
     return out.reshape((len(frames),) + values.shape[1:]).astype(np.float32)
 
 
-def _moving_average(x: np.ndarray, radius: int) -> np.ndarray:
-    """Centred moving average along axis 0 with edge padding (bidirectional, no lag)."""
-    if radius <= 0 or len(x) < 2:
+def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-lag Gaussian smoothing along axis 0 (edges padded): an offline, bidirectional filter."""
+    if sigma <= 0 or len(x) < 2:
         return x.copy()
+    radius = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
     pad = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
-    kernel = np.ones(2 * radius + 1, np.float32) / (2 * radius + 1)
-    return np.stack([np.convolve(pad[:, j], kernel, mode="valid") for j in range(x.shape[1])], axis=1)
+    return np.stack([np.convolve(pad[:, j], k, mode="valid") for j in range(x.shape[1])], axis=1)
+
+
+def _running_max(x: np.ndarray, radius: int) -> np.ndarray:
+    """Max over a centred window along axis 0: sizes grow early and shrink late (fail closed)."""
+    if radius <= 0:
+        return x
+    pad = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
+    return np.max(np.stack([pad[i : i + len(x)] for i in range(2 * radius + 1)]), axis=0)
+
+
+def smooth_boxes(boxes: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth centre and size, then grow each box just enough to contain the raw one.
+
+    The centre follows the smoothed path; the half-size is the smoothed half-size or, where the raw
+    box sticks out, the distance needed to contain it, held by a running max so the size does not
+    flicker. Containment is exact: the result never uncovers a raw detection.
+    """
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2
+    c = _gaussian_smooth(centre, sigma)
+    h = _gaussian_smooth(half, sigma)
+    need = np.maximum(np.abs(boxes[:, :2] - c), np.abs(boxes[:, 2:] - c))
+    h = np.maximum(h, _running_max(need, int(np.ceil(sigma))))
+    return np.concatenate([c - h, c + h], axis=1).astype(np.float32)
 
 
 def complete_track(raw: RawTrack, shot: Shot, cfg: TrackConfig) -> Track:
@@ -51,13 +75,7 @@ def complete_track(raw: RawTrack, shot: Shot, cfg: TrackConfig) -> Track:
     if all(lm is not None for lm in raw.landmarks):
         landmarks = _interp(frames, obs_frames, np.asarray(raw.landmarks, np.float32))
 
-    # bidirectional smoothing of centre and size, then never smaller than the raw box
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    size = boxes[:, 2:] - boxes[:, :2]
-    c_s = _moving_average(centre, SMOOTH_RADIUS)
-    s_s = _moving_average(size, SMOOTH_RADIUS)
-    smoothed = np.concatenate([c_s - s_s / 2, c_s + s_s / 2], axis=1)
-    boxes = np.concatenate([np.minimum(smoothed[:, :2], boxes[:, :2]), np.maximum(smoothed[:, 2:], boxes[:, 2:])], axis=1)
+    boxes = smooth_boxes(boxes, cfg.smooth_sigma)
 
     # distance (frames) to the nearest real observation -> margin
     idx = np.searchsorted(obs_frames, frames)

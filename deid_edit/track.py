@@ -116,7 +116,7 @@ class Tracker:
                 (still if f - t.frames[-1] <= self.cfg.max_gap else done).append(t)
             active = still
         done.extend(active)
-        return [t for t in done if len(t.frames) >= self.cfg.min_hits]
+        return [t for t in done if len(t.frames) >= self.cfg.min_hits and (len(t.frames) > 1 or t.scores[0] >= self.cfg.confirm_score)]
 
     @staticmethod
     def _add(track: RawTrack, frame: int, det: FrameDetections, i: int) -> None:
