@@ -10,13 +10,13 @@ DEMO_DIR := build/demo
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# the package itself is reinstalled (non-editable, no dependency changes) on every run so the
-# console script and the installed models always match the checkout
+# the package itself is installed editable, so the console script always runs the checkout;
+# tests/test_install.py checks the non-editable install (wheel with its models) separately
 install: $(STAMP)
-	$(PY) -m pip install -q --no-deps --force-reinstall --no-build-isolation .
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
 demo: install
 	mkdir -p $(DEMO_DIR)
