@@ -67,6 +67,7 @@ class ShotConfig:
     cut_list: str | None = None  # an editor's EDL/OTIO/CSV; replaces detection
     adaptive_threshold: float = 3.0
     min_content: float = 15.0
+    fade_threshold: float = 8.0  # mean pixel level under which a frame counts as black (fades)
     min_shot_len: int = 8  # frames
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ The only module importing scenedetect. Editors can instead hand over their own c
 (``--shots-from``: EDL, OTIO or CSV), which replaces detection. It is fed the same frames the face detector sees (one
 decode for both), downscaled, through PySceneDetect's adaptive content detector, which compares
 each frame's change with its neighbours' and so tolerates camera motion better than a fixed
-threshold.
+threshold, plus its threshold detector for fades through black.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scenedetect import AdaptiveDetector
+from scenedetect import AdaptiveDetector, ThresholdDetector
 from scenedetect.common import FrameTimecode
 
 from .config import ShotConfig
@@ -40,6 +40,8 @@ class ShotDetector:
             min_scene_len=cfg.min_shot_len,
             min_content_val=cfg.min_content,
         )
+        # fades through black: the threshold detector cuts where the picture comes back
+        self.fades = ThresholdDetector(threshold=cfg.fade_threshold, min_scene_len=cfg.min_shot_len)
         self.cuts: list[int] = []
         self.last = -1
 
@@ -51,16 +53,22 @@ class ShotDetector:
         if w > SHOT_WIDTH:
             rgb = cv2.resize(rgb, (SHOT_WIDTH, max(2, round(h * SHOT_WIDTH / w))), interpolation=cv2.INTER_AREA)
         bgr = np.ascontiguousarray(rgb[..., ::-1])
-        for tc in self.detector.process_frame(FrameTimecode(index, fps=self.fps), bgr):
-            self.cuts.append(int(tc.frame_num))
+        tc_now = FrameTimecode(index, fps=self.fps)
+        for detector in (self.detector, self.fades):
+            self.cuts.extend(int(tc.frame_num) for tc in detector.process_frame(tc_now, bgr))
         self.last = index
 
     def finish(self, frame_count: int) -> list[Shot]:
         """Close detection and return the shots covering [0, frame_count)."""
         if self.cfg.enabled and self.last >= 0:
-            for tc in self.detector.post_process(FrameTimecode(self.last, fps=self.fps)):
-                self.cuts.append(int(tc.frame_num))
-        return shots_from_cuts(self.cuts, frame_count)
+            tc_end = FrameTimecode(self.last, fps=self.fps)
+            for detector in (self.detector, self.fades):
+                self.cuts.extend(int(tc.frame_num) for tc in detector.post_process(tc_end))
+        merged: list[int] = []
+        for cut in sorted(set(self.cuts)):  # the two detectors may both fire on one transition
+            if not merged or cut - merged[-1] >= self.cfg.min_shot_len:
+                merged.append(cut)
+        return shots_from_cuts(merged, frame_count)
 
 
 def shots_from_cuts(cuts: list[int], frame_count: int) -> list[Shot]:

@@ -71,3 +71,23 @@ def test_cut_list_replaces_detection(sample_clip, tmp_path):
     plan = analyze(path, AnalyzeConfig.from_options(cut_list=str(f)))
     assert bounds(plan.shots) == [(0, 5), (5, 33), (33, truth.frame_count)]
     assert all(any(s.start <= t.start and t.end <= s.end for s in plan.shots) for t in plan.tracks), "a track crossed a cut"
+
+
+def test_fade_through_black_is_a_cut():
+    """A slow fade out and in (no hard cut for the content detector) still splits the shots."""
+    import numpy as np
+
+    from deid_edit.config import ShotConfig
+    from deid_edit.shots import ShotDetector
+
+    det = ShotDetector(ShotConfig(), FPS)
+    rng = np.random.default_rng(0)
+    a = rng.integers(60, 200, (90, 160, 3), dtype=np.uint8)
+    b = rng.integers(60, 200, (90, 160, 3), dtype=np.uint8)
+    levels = [1.0] * 20 + list(np.linspace(1, 0, 10)) + [0.0] * 5 + list(np.linspace(0, 1, 10)) + [1.0] * 20
+    for i, level in enumerate(levels):
+        img = a if i < 35 else b
+        det.push(i, (img * level).astype(np.uint8))
+    shots = det.finish(len(levels))
+    assert len(shots) == 2, bounds(shots)
+    assert 25 <= shots[1].start <= 40
