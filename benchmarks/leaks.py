@@ -457,11 +457,52 @@ def deface_exe(venv: Path) -> Path:
     return exe
 
 
+def deface_sees_every_frame(clip: Path) -> bool:
+    """True when ffmpeg's constant-rate reading (what deface gets) yields each decoded frame exactly once.
+
+    imageio-ffmpeg reads at the stream's r_frame_rate, slotting frames by timestamp from the
+    container's start; any frame off its slot (variable rate, late start, a guessed rate that is not
+    the real one) makes ffmpeg repeat or drop frames.
+    """
+    with av.open(str(clip)) as c:
+        stream = c.streams.video[0]
+        rate = float(stream.guessed_rate or 0)
+        start = (c.start_time or 0) / 1_000_000
+        tb = stream.time_base
+        pts = sorted(float(p.pts * tb) for p in c.demux(stream) if p.pts is not None and p.size)
+    if not rate or not pts:
+        return False
+    slots = np.round((np.asarray(pts) - start) * rate)
+    return bool(np.array_equal(slots, np.arange(len(pts))))
+
+
+def lossless_cfr_copy(clip: Path, dst: Path) -> Path:
+    """The clip's upright RGB frames, bit-exact (H.264 RGB, qp 0), one per slot of a constant rate.
+
+    Given to deface instead of a clip it would read with repeated or dropped frames, so that its
+    output frame i is our frame i and its pixels are exactly the ones our reference pass saw.
+    """
+    info = probe(clip)
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("libx264rgb", rate=info.avg_rate or 25, options={"qp": "0", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "rgb24"
+        for f in VideoReader(clip).frames():
+            frame = av.VideoFrame.from_ndarray(f.image, format="rgb24")
+            frame.pts = f.index
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return dst
+
+
 def run_deface(clip: Path, venv: Path, refresh: bool = False) -> tuple[Path, dict[str, Any]]:
     """deface's solid-mode output of ``clip`` (cached under benchmarks/out), and how it was made.
 
     deface runs with its defaults (threshold 0.2, mask scale 1.3, full-resolution inference) plus
-    ``--replacewith solid``, so its mask can be read back from the output as black pixels.
+    ``--replacewith solid``, so its mask can be read back from the output as black pixels. Clips
+    that ffmpeg would read with repeated or dropped frames are handed over as a lossless
+    constant-rate copy of the same frames (``lossless_cfr_copy``).
     """
     key = file_key(clip)
     stem = f"deface_{clip.name}_{key['sha256'][:12]}"
@@ -474,8 +515,11 @@ def run_deface(clip: Path, venv: Path, refresh: bool = False) -> tuple[Path, dic
     has_ort = subprocess.run([str(venv / "bin" / "python"), "-c", "import onnxruntime"], capture_output=True).returncode == 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="deface-") as tmp:
+        source, given = clip, "original"
+        if not deface_sees_every_frame(clip):
+            source, given = lossless_cfr_copy(clip, Path(tmp) / f"{clip.stem}_cfr.mkv"), "lossless constant-rate copy"
         tmp_out = Path(tmp) / f"{clip.stem}_deface.mp4"
-        cmd = [str(exe), str(clip), "-o", str(tmp_out), "--replacewith", "solid"]
+        cmd = [str(exe), str(source), "-o", str(tmp_out), "--replacewith", "solid"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -486,7 +530,8 @@ def run_deface(clip: Path, venv: Path, refresh: bool = False) -> tuple[Path, dic
     meta = {
         "key": key,
         "seconds": round(seconds, 2),
-        "command": cmd[:1] + [clip.name] + cmd[2:3] + cmd[4:],
+        "input": given,
+        "command": ["deface", source.name, "-o", out.name, "--replacewith", "solid"],
         "backend": "onnxrt" if has_ort else "opencv",
     }
     meta_path.write_text(json.dumps(meta, indent=1))
@@ -778,6 +823,7 @@ def measure_clip(clip: Path, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": meta["seconds"],
             "cached": meta["cached"],
             "backend": meta.get("backend"),
+            "input": meta.get("input"),
             "output": str(out),
             "mask_extract_seconds": round(time.perf_counter() - t0, 2),
             "alignment": align,

@@ -33,6 +33,7 @@ from .io.encode import OUTPUT_FORMATS, open_writer
 from .plan import Plan, load_plan, save_plan
 from .progress import NullProgress, ProgressSink
 from .render import get_anonymizer
+from .render.planes import apply_yuv420
 from .render.shapes import to_coded
 from .shots import ShotDetector, load_cut_list
 from .smooth import complete_tracks
@@ -171,9 +172,12 @@ def render(
                     f"{video}: has more frames than the plan covers ({total}); re-run 'deid-edit analyze' (nothing was written)"
                 )
             regions = plan.regions_at(index, include_kept=not anonymizer.hides_faces)
-            if regions or anonymizer.full_frame:
+            coded = to_coded(regions, k, info.coded_width, info.coded_height)
+            if regions and anonymizer.hides_faces and not anonymizer.full_frame and apply_yuv420(frame, coded, anonymizer, rcfg):
+                writer.write_frame(frame)  # only the regions were converted and changed
+            elif regions or anonymizer.full_frame:
                 rgb = frame.to_ndarray(format="rgb24")
-                anonymizer.apply(rgb, to_coded(regions, k, info.coded_width, info.coded_height), rcfg)
+                anonymizer.apply(rgb, coded, rcfg)
                 writer.write_array(rgb, frame.pts, frame.time_base, like=frame)
             else:
                 writer.write_frame(frame)

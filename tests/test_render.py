@@ -140,3 +140,34 @@ def test_to_coded_matches_rot90(k):
     upright = np.rot90(a, k)
     assert covered(upright, box) == 1.0
     assert (upright >= 1).sum() == pytest.approx((box[2] - box[0]) * (box[3] - box[1]), rel=0.1)
+
+
+def test_yuv420_in_place_changes_only_the_masks(sample_clip):
+    """Region-only conversion: the face changes, every pixel outside the masks stays bit-identical."""
+    import av
+
+    from deid_edit.render.planes import apply_yuv420
+
+    path, truth = sample_clip
+    with av.open(str(path)) as c:
+        frame = next(iter(c.decode(video=0)))
+    before = [np.asarray(memoryview(p)).copy() for p in frame.planes]
+    rgb_before = frame.to_ndarray(format="rgb24")
+    r = region(box=truth.faces[0][0])
+    cfg = RenderConfig(mode="solid", color=(255, 0, 255))
+    assert apply_yuv420(frame, [r], get_anonymizer("solid"), cfg)
+    rgb_after = frame.to_ndarray(format="rgb24")
+    hw = (truth.height, truth.width)
+    m = region_mask(r, hw, cfg.shape, cfg.padding, cfg.feather)
+    touched = np.zeros(hw, bool)
+    touched[m.slices] = m.alpha > 0
+    y_after = np.asarray(memoryview(frame.planes[0])).reshape(frame.planes[0].height, -1)[: hw[0], : hw[1]]
+    y_before = before[0].reshape(frame.planes[0].height, -1)[: hw[0], : hw[1]]
+    assert np.array_equal(y_after[~touched], y_before[~touched])
+    import cv2
+
+    inner = cv2.erode((m.alpha >= 1).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # chroma is 2x2
+    full = np.zeros(hw, bool)
+    full[m.slices] = inner
+    assert np.abs(rgb_after[full].astype(int) - (255, 0, 255)).max() < 12
+    assert not np.array_equal(rgb_after, rgb_before)
