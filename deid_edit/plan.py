@@ -23,6 +23,9 @@ from .errors import PlanError
 from .types import FaceRegion, FrameDetections, Identity, Shot, Track, VideoInfo
 
 SCHEMA = "deid_edit.Plan.1"
+# Detector boxes run from the brows to the chin; forehead and hair (which identify people too) sit
+# above, and a face looking down drifts the box towards the chin: regions reach higher (upright).
+TOP_EXTRA = 0.12
 SCHEMA_FAMILY = "deid_edit.Plan"
 
 
@@ -64,11 +67,12 @@ class Plan:
             ident = self._identity_of.get(t.track_id)
             if ident is not None and ident.action == "keep" and not include_kept:
                 continue
+            x1, y1, x2, y2 = t.boxes[j]
             out.append(
                 FaceRegion(
                     identity_id=ident.identity_id if ident else -1,
                     track_id=t.track_id,
-                    box=t.boxes[j],
+                    box=np.array([x1, y1 - (y2 - y1) * TOP_EXTRA, x2, y2], np.float32),
                     landmarks=None if t.landmarks is None else t.landmarks[j],
                     observed=bool(t.observed[j]),
                     score=float(t.scores[j]),
