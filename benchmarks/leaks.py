@@ -9,7 +9,10 @@ Input: clips (names in ../shared/footage, or paths). For every clip:
    fully opaque part of what the renderer draws);
 3. with ``--deface``: deface 1.5.0 ``--replacewith solid`` run through a separate venv (made by
    ``benchmarks/deface_venv.sh``), its output cached as ``benchmarks/out/deface_<clip>_<sha>.mp4``
-   and its mask recovered as "black in the output, not black in the input".
+   and its mask recovered as "black in the output, clearly brighter in the input", blobs taken as
+   the rectangles deface paints. Clips that ffmpeg would read with repeated or dropped frames (variable
+   rate, late video start) are given to deface as a lossless constant-rate copy of the same frames,
+   so deface's frame i is our frame i.
 
 A reference face is LEAKED in a frame when less than 90 % of its box is covered. Output: a table on
 stdout (leaked face-frames, leaks per 1000 face-frames, longest run of consecutive leaked frames of
@@ -48,7 +51,7 @@ if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
 from deid_edit import analyze, load_plan, save_plan  # noqa: E402
-from deid_edit.config import RenderConfig  # noqa: E402
+from deid_edit.config import DetectConfig, RenderConfig  # noqa: E402
 from deid_edit.detect.centerface import CenterFace, nms  # noqa: E402
 from deid_edit.io.decode import VideoReader, probe  # noqa: E402
 from deid_edit.plan import Plan  # noqa: E402
@@ -85,10 +88,11 @@ COVER_OK = 0.90  # a reference box needs this fraction covered, else it leaked
 ALPHA_FULL = 0.999  # alpha at or above this counts as covered (fully opaque)
 FALSE_DILATE = 0.25  # mask inside reference boxes grown by this much is not a false mask
 TRACK_IOU = 0.3  # reference boxes in consecutive frames with more IoU are the same face
+BIG_FACE = DetectConfig().min_face  # faces from this short side up are in the engine's default scope
 
 # deface mask recovery (solid mode paints black, 0,0,0)
-DEFACE_BLACK = 12  # output pixel with all channels below this is painted
-INPUT_DARK = 24  # input pixel with all channels below this is too dark to tell
+DEFACE_BLACK = 12  # output pixel with all channels below this may be painted
+PAINT_MARGIN = 8  # ... and is when the input is this much brighter (codec noise on dark areas: about +-6)
 ALIGN_BLACK = 16  # low-res gray below this is ignored when aligning frames
 ALIGN_SEARCH = 2  # frames either side of the time-predicted frame tried by content
 
@@ -347,6 +351,8 @@ class Score:
     longest_start: int = -1
     leaks: list[Leak] = field(default_factory=list)
     missing_frames: int = 0  # frames the system never produced (deface's frame-rate conversion)
+    big_face_frames: int = 0  # reference face-frames with a short side >= BIG_FACE
+    big_leaked: int = 0
 
     @property
     def per_1000(self) -> float:
@@ -375,6 +381,9 @@ class Score:
             "longest_run_start_frame": self.longest_start,
             "false_mask_pct": round(self.false_pct, 3),
             "leaked_by_reference_source": self.by_source(),
+            "big_face_min_side": BIG_FACE,
+            "big_ref_face_frames": self.big_face_frames,
+            "big_leaked": self.big_leaked,
         }
 
 
@@ -402,12 +411,15 @@ def score_masks(ref: Reference, masks: Iterable[tuple[int, np.ndarray | None]]) 
         new_run: dict[int, tuple[int, int]] = {}
         for b, fid in zip(boxes, ids, strict=True):
             s.face_frames += 1
+            big = min(b[2] - b[0], b[3] - b[1]) >= BIG_FACE
+            s.big_face_frames += int(big)
             ys, xs = box_slices(b, hw)
             cov = float(mask[ys, xs].mean())
             pys, pxs = box_slices(padded_box(b[:4], FALSE_DILATE), hw)
             allowed[pys, pxs] = True
             if cov < COVER_OK:
                 s.leaked += 1
+                s.big_leaked += int(big)
                 s.leaks.append(Leak(i, int(fid), [round(float(v), 1) for v in b[:4]], round(cov, 3), int(b[5]), round(float(b[4]), 3)))
                 start, length = run.get(int(fid), (i, 0))
                 new_run[int(fid)] = (start, length + 1)
@@ -439,6 +451,8 @@ def measure_leaks(clip_path: str | os.PathLike[str], plan: Plan, threads: int = 
     """Leak numbers of ``plan`` on ``clip_path`` (for tests): reference face-frames, leaked, longest run.
 
     Reads or creates the cached reference of the clip, so a test pays for the reference pass once.
+    Import this file with ``benchmarks`` on ``sys.path`` (``import leaks``), or register the module in
+    ``sys.modules`` before ``exec_module`` when loading it by path: its dataclasses need that.
     """
     clip = resolve_clip(clip_path)
     ref = load_reference(clip, threads)
@@ -655,21 +669,33 @@ def align_deface(clip: Path, out: Path, how: str) -> tuple[list[int | None], dic
 
 
 def deface_mask(inp: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Pixels deface painted: black in its output, not already near-black in the input, cleaned up.
+    """Pixels deface painted: black in its output where the input was clearly brighter.
 
-    Closing bridges the holes that dark input pixels and codec noise leave inside a painted box,
-    opening removes isolated black specks, and filling each blob's outline restores the solid shape.
+    ``--replacewith solid`` paints filled black rectangles. Where the input is dark too (stage and
+    film footage) a painted pixel differs from an unpainted one only by how much darker the output
+    is than the input: the codec moves unpainted dark pixels by a few levels, paint moves them to 0.
+    So a pixel is certainly painted when its 3x3 mean is black in the output and ``PAINT_MARGIN``
+    below the input's. The certain pixels are cleaned (closing bridges noise, opening drops specks)
+    and each remaining blob is taken as a painted rectangle: its bounding box, restricted to pixels
+    black in the output. A visible output pixel is never counted as covered; input pixels too dark
+    to tell apart (which reveal nothing either way) are, inside such a box.
     """
     h, w = inp.shape[:2]
-    cand = (out.max(axis=2) < DEFACE_BLACK) & (inp.max(axis=2) >= INPUT_DARK)
+    out_max = out.max(axis=2)
+    out_black = out_max < DEFACE_BLACK
+    im = cv2.blur(inp.max(axis=2).astype(np.float32), (3, 3))
+    om = cv2.blur(out_max.astype(np.float32), (3, 3))
+    cand = (om < DEFACE_BLACK) & (im - om >= PAINT_MARGIN)
     k = max(3, int(round(min(h, w) / 150)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     m = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel)
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros_like(m)
-    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-    return filled.astype(bool)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    mask = np.zeros((h, w), bool)
+    for x, y, bw, bh, area in stats[1:n]:
+        if area >= 4 * k * k:
+            mask[y : y + bh, x : x + bw] |= out_black[y : y + bh, x : x + bw]
+    return mask
 
 
 def deface_masks(clip: Path, out: Path, first: list[int | None], how: str) -> Iterator[tuple[int, np.ndarray | None]]:
@@ -713,9 +739,12 @@ def crop_with_box(img: np.ndarray, box: list[float], mask: np.ndarray | None, la
     crop = bgr[cy0:cy1, cx0:cx1]
     zoom = max(1.0, 240.0 / max(1, crop.shape[0]))
     crop = cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
-    bar = np.zeros((18, crop.shape[1], 3), np.uint8)
-    cv2.putText(bar, label, (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-    return np.vstack([bar, crop])
+    (tw, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    width = max(crop.shape[1], tw + 4)
+    tile = np.zeros((18 + crop.shape[0], width, 3), np.uint8)
+    tile[18:, : crop.shape[1]] = crop
+    cv2.putText(tile, label, (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    return tile
 
 
 def dump_leaks(
@@ -888,6 +917,12 @@ def print_table(rows: list[dict[str, Any]], with_deface: bool) -> dict[str, Any]
         "false% = covered area outside reference boxes (+25%) in % of the frame, mean per frame."
         + (" d.* = deface 1.5.0 --replacewith solid." if with_deface else "")
     )
+    for s in systems:
+        big = sum(r[s]["big_leaked"] for r in rows)
+        big_ref = sum(r[s]["big_ref_face_frames"] for r in rows)
+        per = 1000.0 * big / big_ref if big_ref else 0.0
+        print(f"{s} on faces >= {BIG_FACE} px (the engine's default --min-face): {big} leaked of {big_ref} ({per:.1f} per 1000)")
+        total[s]["big_leaked"], total[s]["big_ref_face_frames"] = big, big_ref
     for s in systems:
         src = {"yunet_only": 0, "centerface_only": 0, "both": 0}
         for r in rows:
