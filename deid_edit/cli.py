@@ -78,7 +78,7 @@ def _color(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
 
 def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--threshold", type=float, help="Detection score threshold (default 0.35)."),
+        click.option("--threshold", type=float, help="Detection score threshold (default 0.3)."),
         click.option("--min-face", type=int, help="Smallest face to find, in pixels (default 36)."),
         click.option("--det-size", "max_side", type=int, help="Detector input long side when faces allow (default 960)."),
         click.option("--batch-size", type=int, help="Frames per detector batch."),

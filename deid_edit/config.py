@@ -32,7 +32,7 @@ class DetectConfig:
     """Face detection: model, threshold, the smallest face to find, batching and device."""
 
     model: str = "centerface"
-    threshold: float = 0.35
+    threshold: float = 0.3
     min_face: int = 36  # pixels (short side of the face box) in the source frame
     max_side: int = 960  # detection input long side when min_face allows shrinking
     batch_size: int = 0  # frames per inference; 0 = 2 on the CPU (larger is slower there), 16 on a GPU

@@ -26,6 +26,10 @@ SCHEMA = "deid_edit.Plan.1"
 # Detector boxes run from the brows to the chin; forehead and hair (which identify people too) sit
 # above, and a face looking down drifts the box towards the chin: regions reach higher (upright).
 TOP_EXTRA = 0.12
+# A box clipped by the frame edge hides how far the face goes on: extend it past the edge so the
+# ellipse's flat middle, not its curved end, lies along the border (jaw and cheek at the edge).
+EDGE_TOUCH = 2.0
+EDGE_EXTEND = 0.4
 SCHEMA_FAMILY = "deid_edit.Plan"
 
 
@@ -67,12 +71,11 @@ class Plan:
             ident = self._identity_of.get(t.track_id)
             if ident is not None and ident.action == "keep" and not include_kept:
                 continue
-            x1, y1, x2, y2 = t.boxes[j]
             out.append(
                 FaceRegion(
                     identity_id=ident.identity_id if ident else -1,
                     track_id=t.track_id,
-                    box=np.array([x1, y1 - (y2 - y1) * TOP_EXTRA, x2, y2], np.float32),
+                    box=self._region_box(t.boxes[j]),
                     landmarks=None if t.landmarks is None else t.landmarks[j],
                     observed=bool(t.observed[j]),
                     score=float(t.scores[j]),
@@ -80,6 +83,21 @@ class Plan:
                 )
             )
         return out
+
+    def _region_box(self, box: np.ndarray) -> np.ndarray:
+        """The tracked box grown upward (forehead, hair) and past any frame edge it touches."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = x2 - x1, y2 - y1
+        y1 -= h * TOP_EXTRA
+        if x1 <= EDGE_TOUCH:
+            x1 -= w * EDGE_EXTEND
+        if y1 <= EDGE_TOUCH:
+            y1 -= h * EDGE_EXTEND
+        if x2 >= self.video.width - EDGE_TOUCH:
+            x2 += w * EDGE_EXTEND
+        if y2 >= self.video.height - EDGE_TOUCH:
+            y2 += h * EDGE_EXTEND
+        return np.array([x1, y1, x2, y2], np.float32)
 
     def face_frames(self) -> int:
         """Number of (frame, face) samples that will be anonymized."""

