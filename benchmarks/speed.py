@@ -52,6 +52,7 @@ def deid_run(src: Path, dst: Path, extra: list[str]) -> float:
     subprocess.run(
         [sys.executable, "-m", "deid_edit", "run", str(src), "-o", str(dst), "--force", "--progress", "none", "-q", *extra],
         check=True,
+        stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - t0
 

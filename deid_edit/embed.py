@@ -8,8 +8,8 @@ Two steps, both free of torch and dlib:
   template reproduces the chips dlib's face recognition network was trained on (dlib's
   ``get_face_chip`` with size 150 and padding 0.25): dlib builds them from its own 5 landmarks
   (eye corners, nose bottom), which are not CenterFace's (eye centres, nose tip, mouth corners), so
-  the template was fitted where CenterFace's points land in dlib's chips over LFW faces
-  (``python -m deid_edit.convert.dlib_resnet --fit-template``; numbers in models/README.md).
+  the template was fitted where CenterFace's points land in dlib's chips over LFW faces (see
+  ``CHIP_TEMPLATE``).
 * ``FaceEmbedder`` runs ``models/dlib_resnet_v1.onnx``, dlib's ResNet converted by
   ``deid_edit.convert.dlib_resnet`` (identical descriptors to dlib's on the same chip). The
   descriptor is not normalized; two faces are the same person when their L2 distance is below
@@ -30,13 +30,18 @@ from .models import model_path
 MODEL_NAME = "dlib_resnet_v1"
 CHIP_SIZE = 150
 EMBEDDING_SIZE = 128
-# dlib's threshold for this network (its loss layer's distance threshold, 99.38% on LFW with dlib's
-# own alignment); benchmarks/lfw.py picks 0.56-0.58 on the 10 folds with our alignment, so 0.6 is kept.
+# dlib's threshold for this network (the distance threshold stored in its loss layer). On LFW with
+# our detector and alignment the best threshold per fold is 0.61-0.64 (benchmarks/lfw.py), and 0.6
+# loses only 0.02 points of accuracy there; it is kept because it is the stricter side: a false
+# "same person" can merge someone to be anonymized into someone kept.
 SAME_PERSON_L2 = 0.6
 # Where CenterFace's left eye, right eye, nose tip, left and right mouth corner land in dlib's
 # 150x150 / 0.25-padding chips (chip pixels, pixel centres at integers): the least-squares fit
 # (the mean) of CenterFace's landmarks mapped by dlib's own chip transform, over 1,992 LFW photos
-# that are not in the benchmark's pairs (python -m deid_edit.convert.dlib_resnet --fit-template).
+# that are not in the benchmark's pairs (python -m deid_edit.convert.dlib_resnet --fit-template
+# ../shared/faces/lfw/lfw_deepfunneled --exclude ../shared/faces/lfw/pairs.txt --count 2000). The
+# points scatter 4.4 px around it and a chip lies 6.7 px (mean corner shift) from dlib's for the
+# same photo: the two detectors' landmarks disagree that much, not the fit.
 CHIP_TEMPLATE = np.array(
     [
         [47.06, 46.80],

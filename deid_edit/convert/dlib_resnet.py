@@ -25,8 +25,13 @@ dlib's serialization, as far as this file uses it:
   that are empty in a trained file, and for the innermost wrapper the sample expansion factor).
   Tag and skip wrappers (the residual wiring) write only their version.
 
-Usage:  pip install 'deid-edit[convert]'
-        python -m deid_edit.convert.dlib_resnet models/dlib_resnet_v1.onnx [--faces ../shared/faces/lfw]
+It also fits ``deid_edit.embed.CHIP_TEMPLATE``, the alignment that reproduces dlib's chips from
+CenterFace's landmarks (``--fit-template``, see ``fit_chip_template``).
+
+Usage:  pip install -e '.[convert]'
+        python -m deid_edit.convert.dlib_resnet models/dlib_resnet_v1.onnx --faces ../shared/faces/lfw/lfw_deepfunneled --count 64
+        python -m deid_edit.convert.dlib_resnet --fit-template ../shared/faces/lfw/lfw_deepfunneled \
+            --exclude ../shared/faces/lfw/pairs.txt --count 2000
 """
 
 from __future__ import annotations
@@ -489,7 +494,17 @@ def export_onnx(model: nn.Module, out: Path) -> None:
         external_data=False,
         verbose=False,
     )
-    program.save(str(out), external_data=False)
+    proto = program.model_proto
+    # The exporter annotates every node with Python stack traces (absolute paths of this machine,
+    # line numbers of this file) and module names: drop them so the file is reproducible and
+    # carries nothing about where it was made.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del proto.metadata_props[:]
+    proto.doc_string = ""
+    proto.graph.doc_string = ""
+    out.write_bytes(proto.SerializeToString(deterministic=True))
 
 
 def verify_onnx(model: nn.Module, path: Path, chips: np.ndarray) -> float:
