@@ -104,6 +104,24 @@ def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)
 
 
+def selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--keep", multiple=True, type=click.Path(dir_okay=False), help="Photo of a person NOT to anonymize (repeatable)."),
+        click.option(
+            "--only", multiple=True, type=click.Path(dir_okay=False), help="Anonymize only the people in these photos (repeatable)."
+        ),
+        click.option("--keep-identity", multiple=True, type=int, help="Identity id from the plan not to anonymize (repeatable)."),
+        click.option("--only-identity", multiple=True, type=int, help="Anonymize only these identity ids (repeatable)."),
+    ]
+    return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)
+
+
+def _selection(opts: dict[str, Any]) -> Any:
+    from .identities import load_selection
+
+    return load_selection(opts.pop("keep", ()), opts.pop("only", ()), opts.pop("keep_identity", ()), opts.pop("only_identity", ()))
+
+
 def encode_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--codec", help="Video codec: the input's by default; h264, hevc, prores, dnxhr, ..."),
@@ -163,17 +181,20 @@ def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> No
 @click.option("--save-plan", type=click.Path(path_type=Path), help="Also write the plan here.")
 @analyze_options
 @render_options
+@selection_options
 @encode_options
 @verbosity_options
 def run(video: Path, output: Path | None, save_plan: Path | None, progress_kind: str, **opts: Any) -> None:
     """Analyze and anonymize VIDEO in one go."""
     from .pipeline import run as run_pipeline
 
+    selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
     progress = make_progress(progress_kind)
-    out, plan = run_pipeline(video, output, acfg, rcfg, ecfg, progress, plan_out=save_plan)
-    _finish(progress, progress_kind, out, faces=len(plan.identities), frames=plan.frame_count)
+    out, plan = run_pipeline(video, output, acfg, rcfg, ecfg, progress, plan_out=save_plan, selection=selection)
+    kept = sum(1 for i in plan.identities if i.action == "keep")
+    _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count)
 
 
 @cli.command()
@@ -204,6 +225,7 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), help="Plan file (default VIDEO.deid.json).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
 @render_options
+@selection_options
 @encode_options
 @verbosity_options
 def render(video: Path, plan_path: Path | None, output: Path | None, progress_kind: str, **opts: Any) -> None:
@@ -211,10 +233,11 @@ def render(video: Path, plan_path: Path | None, output: Path | None, progress_ki
     from .pipeline import default_output
     from .pipeline import render as render_pipeline
 
+    selection = _selection(opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
     progress = make_progress(progress_kind)
     out = render_pipeline(
-        video, plan_path or video.with_name(video.name + ".deid.json"), output or default_output(video), rcfg, ecfg, progress
+        video, plan_path or video.with_name(video.name + ".deid.json"), output or default_output(video), rcfg, ecfg, progress, selection
     )
     _finish(progress, progress_kind, out)
 

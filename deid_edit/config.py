@@ -95,6 +95,25 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    """Face descriptors, linking tracks into people, and matching reference photos."""
+
+    enabled: bool = True
+    every: int = 3  # embed sampled detections every N frames
+    min_face: int = 32  # pixels; smaller faces are not identifiable (and never kept)
+    min_samples: int = 2  # descriptors needed before a track counts as identifiable
+    max_samples: int = 8  # best samples averaged per track
+    link_threshold: float = 0.55  # L2 between track descriptors to call them one person
+    keep_threshold: float = 0.5  # --keep: stricter than linking (a wrong keep exposes someone)
+    only_threshold: float = 0.65  # --only: looser (a wrong match only hides one more face)
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1, "--embed-every", self.every, "1 or more frames")
+        _check(0.1 < self.link_threshold < 1.5, "--link-threshold", self.link_threshold, "a distance in 0.1..1.5")
+        _check(self.keep_threshold <= self.only_threshold, "--keep-threshold", self.keep_threshold, "at most the --only threshold")
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     """How regions are drawn: anonymizer, shape, padding, feather, colour."""
 
@@ -139,6 +158,7 @@ class AnalyzeConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +170,7 @@ class AnalyzeConfig:
             detect=_from_kwargs(DetectConfig, values),
             shots=_from_kwargs(ShotConfig, values),
             track=_from_kwargs(TrackConfig, values),
+            identity=_from_kwargs(IdentityConfig, values),
         )
 
 

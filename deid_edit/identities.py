@@ -1,18 +1,235 @@
-"""Identities: tracks in, ``Identity`` records out (next: plan).
+"""Identities: tracks (and sampled face descriptors) in, ``Identity`` records out (next: plan).
 
-For now every track is its own identity, anonymized, ids in order of first appearance. Linking the
-same person across cuts and choosing who is kept come with face embeddings (see the issue
-"Who is who").
+During analyze, ``DescriptorSampler`` embeds a sample of the detections (every few frames, faces
+large and confident enough) on the frames the detector already has in memory — no extra decode.
+Each track then gets the mean descriptor of its best samples (large, confident, frontal). Tracks
+are linked across cuts into identities by average-linkage clustering under cannot-link
+constraints (two tracks visible in the same frame are two people) with the L2 threshold of the
+recognizer (calibrated on LFW); identity ids follow first appearance. ``select`` applies the
+user's choice (--keep/--only photos or identity ids) and fails closed: a face that cannot be
+identified reliably is anonymized.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from .types import Identity, Track
+import cv2
+import numpy as np
+
+from .config import IdentityConfig
+from .errors import InputError
+from .types import FrameDetections, Identity, Track
+
+log = logging.getLogger(__name__)
+
+
+def quality(box: np.ndarray, score: float, landmarks: np.ndarray | None) -> float:
+    """How useful a face sample is for recognition: size x confidence x frontality."""
+    size = float(min(box[2] - box[0], box[3] - box[1]))
+    frontal = 1.0
+    if landmarks is not None:
+        le, re_, nose = landmarks[0], landmarks[1], landmarks[2]
+        eye_dist = max(float(np.linalg.norm(re_ - le)), 1e-3)
+        frontal = max(0.0, 1.0 - abs(float(nose[0] - (le[0] + re_[0]) / 2)) / (0.5 * eye_dist))
+    return size * score * (0.3 + 0.7 * frontal)
+
+
+class DescriptorSampler:
+    """Embeds sampled detections during the analyze pass; keyed by (frame, detection index)."""
+
+    def __init__(self, cfg: IdentityConfig, embedder: object | None = None) -> None:
+        from .embed import FaceEmbedder, align_faces
+
+        self.cfg = cfg
+        self.embedder = embedder or FaceEmbedder()
+        self._align = align_faces
+        self._chips: list[np.ndarray] = []
+        self._keys: list[tuple[int, int]] = []
+        self.samples: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
+        self._quality: dict[tuple[int, int], float] = {}
+
+    def add(self, image: np.ndarray, det: FrameDetections, scale: float, threshold: float) -> None:
+        """Queue the faces of one analyzed frame (``image`` is the detector's scaled frame)."""
+        if det.frame_index % self.cfg.every or det.landmarks is None or not len(det):
+            return
+        for i in range(len(det)):
+            box = det.boxes[i]
+            if det.scores[i] < threshold or min(box[2] - box[0], box[3] - box[1]) < self.cfg.min_face:
+                continue
+            chip = self._align(image, det.landmarks[i : i + 1] * scale)[0]
+            key = (det.frame_index, i)
+            self._chips.append(chip)
+            self._keys.append(key)
+            self._quality[key] = quality(box, float(det.scores[i]), det.landmarks[i])
+        if len(self._chips) >= 32:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._chips:
+            vecs = self.embedder.embed(np.stack(self._chips))  # type: ignore[attr-defined]
+            for key, v in zip(self._keys, vecs):
+                self.samples[key] = (v.astype(np.float32), self._quality[key])
+            self._chips.clear()
+            self._keys.clear()
+
+    def track_embedding(self, frames: Sequence[int], det_indices: Sequence[int]) -> tuple[np.ndarray | None, int]:
+        """Mean descriptor of a track's best samples, and how many were averaged."""
+        self.flush()
+        got = [self.samples[(f, i)] for f, i in zip(frames, det_indices) if (f, i) in self.samples]
+        if len(got) < self.cfg.min_samples:
+            return None, 0
+        got.sort(key=lambda s: -s[1])
+        best = np.stack([v for v, _ in got[: self.cfg.max_samples]])
+        return best.mean(axis=0).astype(np.float32), len(best)
+
+
+def link_tracks(tracks: Sequence[Track], threshold: float) -> list[list[int]]:
+    """Group track indices into people: average linkage, never merging tracks seen together."""
+    clusters: list[list[int]] = [[i] for i in range(len(tracks))]
+    emb = [t.embedding for t in tracks]
+    spans = [set(t.frames.tolist()) for t in tracks]
+    usable = [i for i, e in enumerate(emb) if e is not None]
+    if len(usable) < 2:
+        return clusters
+    vecs = np.stack([emb[i] for i in usable])
+    dist = np.full((len(tracks), len(tracks)), np.inf, np.float32)
+    d = np.linalg.norm(vecs[:, None, :] - vecs[None, :, :], axis=2)
+    dist[np.ix_(usable, usable)] = d
+    conflict = np.zeros((len(tracks), len(tracks)), bool)
+    for a in range(len(tracks)):
+        for b in range(a + 1, len(tracks)):
+            if tracks[a].start < tracks[b].end and tracks[b].start < tracks[a].end and spans[a] & spans[b]:
+                conflict[a, b] = conflict[b, a] = True
+    while True:
+        best, pair = threshold, None
+        for x in range(len(clusters)):
+            for y in range(x + 1, len(clusters)):
+                ca, cb = clusters[x], clusters[y]
+                if conflict[np.ix_(ca, cb)].any():
+                    continue
+                avg = float(dist[np.ix_(ca, cb)].mean())
+                if avg < best:
+                    best, pair = avg, (x, y)
+        if pair is None:
+            return clusters
+        x, y = pair
+        clusters[x] = clusters[x] + clusters[y]
+        del clusters[y]
+
+
+def build_identities(tracks: Sequence[Track], threshold: float) -> list[Identity]:
+    """Identities from linked tracks, numbered by first appearance, all anonymized."""
+    groups = link_tracks(tracks, threshold)
+    groups.sort(key=lambda g: min((tracks[i].start, tracks[i].track_id) for i in g))
+    return [Identity(n, tuple(sorted(tracks[i].track_id for i in g)), "anonymize", f"person {n}") for n, g in enumerate(groups)]
 
 
 def identities_from_tracks(tracks: Sequence[Track]) -> list[Identity]:
-    """One anonymized identity per track, numbered by first appearance."""
-    ordered = sorted(tracks, key=lambda t: (t.start, t.track_id))
-    return [Identity(i, (t.track_id,), "anonymize", f"person {i}") for i, t in enumerate(ordered)]
+    """One anonymized identity per track (when descriptors are unavailable)."""
+    return build_identities(tracks, threshold=0.0)
+
+
+# -- choosing people ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """What the user asked: reference photos or identity ids to keep, or the only ones to hide."""
+
+    keep_photos: tuple[str, ...] = ()
+    only_photos: tuple[str, ...] = ()
+    keep_ids: tuple[int, ...] = ()
+    only_ids: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.keep_photos or self.only_photos or self.keep_ids or self.only_ids)
+
+
+@dataclass(frozen=True)
+class SelectionReport:
+    kept: tuple[int, ...]
+    anonymized: tuple[int, ...]
+    unreliable: tuple[int, ...]  # anonymized because they could not be identified reliably
+
+
+def reference_descriptors(photos: Sequence[str], embedder: object | None = None, detector: object | None = None) -> np.ndarray:
+    """One descriptor per photo: its largest face, found at full resolution."""
+    from .config import DetectConfig
+    from .detect import create_detector
+    from .embed import FaceEmbedder, align_faces
+
+    embedder = embedder or FaceEmbedder()
+    detector = detector or create_detector(DetectConfig())
+    out = []
+    for photo in photos:
+        bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"{photo}: not a readable image; give a JPEG or PNG photo of the person")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        scale = min(1.0, 1600 / max(rgb.shape[:2]))
+        small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        (det,) = detector.detect([small], [0], scale, 0.5)  # type: ignore[attr-defined]
+        if not len(det) or det.landmarks is None:
+            raise InputError(f"{photo}: no face found; use a clear, front-facing photo of the person")
+        sizes = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
+        i = int(np.argmax(sizes))
+        out.append(embedder.embed(align_faces(rgb, det.landmarks[i : i + 1]))[0])  # type: ignore[attr-defined]
+    return np.stack(out)
+
+
+def select(
+    identities: Sequence[Identity],
+    tracks: Sequence[Track],
+    sel: Selection,
+    cfg: IdentityConfig,
+    references: np.ndarray | None = None,
+) -> tuple[list[Identity], SelectionReport]:
+    """Set each identity's action from the selection, failing closed.
+
+    --keep: an identity is kept only when it is identifiable (descriptor from enough samples) and
+    clearly close to a reference (below ``keep_threshold``, stricter than the linking threshold).
+    --only: an identity is anonymized when it is close to a reference under the looser
+    ``only_threshold``, or when it cannot be identified at all.
+    """
+    by_id = {t.track_id: t for t in tracks}
+    known_ids = {i.identity_id for i in identities}
+    for n in (*sel.keep_ids, *sel.only_ids):
+        if n not in known_ids:
+            raise InputError(f"identity {n} is not in the plan (known: {', '.join(map(str, sorted(known_ids)))}); see 'deid-edit faces'")
+    out, kept, anon, unreliable = [], [], [], []
+    for ident in identities:
+        vecs = [by_id[t].embedding for t in ident.track_ids if by_id[t].embedding is not None]
+        samples = sum(by_id[t].embed_samples for t in ident.track_ids)
+        reliable = bool(vecs) and samples >= cfg.min_samples
+        dist = np.inf
+        if reliable and references is not None and len(references):
+            mean = np.mean(np.stack(vecs), axis=0)
+            dist = float(np.min(np.linalg.norm(references - mean, axis=1)))
+        if sel.keep_photos or sel.keep_ids:
+            keep = ident.identity_id in sel.keep_ids or (reliable and dist < cfg.keep_threshold)
+        elif sel.only_photos or sel.only_ids:
+            hide = ident.identity_id in sel.only_ids or (sel.only_photos and (not reliable or dist < cfg.only_threshold))
+            keep = not hide
+        else:
+            keep = ident.action == "keep"
+        if not keep and not reliable and (sel.keep_photos or sel.only_photos):
+            unreliable.append(ident.identity_id)
+        (kept if keep else anon).append(ident.identity_id)
+        out.append(replace(ident, action="keep" if keep else "anonymize"))
+    return out, SelectionReport(tuple(kept), tuple(anon), tuple(unreliable))
+
+
+def load_selection(
+    keep: Sequence[str] = (), only: Sequence[str] = (), keep_ids: Sequence[int] = (), only_ids: Sequence[int] = ()
+) -> Selection:
+    """Validate the CLI's choice flags (photos must exist; --keep and --only exclude each other)."""
+    if (keep or keep_ids) and (only or only_ids):
+        from .errors import ConfigError
+
+        raise ConfigError("--keep/--keep-identity and --only/--only-identity cannot be combined; use one kind")
+    for photo in (*keep, *only):
+        if not Path(photo).is_file():
+            raise InputError(f"{photo}: no such photo; check the path")
+    return Selection(tuple(map(str, keep)), tuple(map(str, only)), tuple(keep_ids), tuple(only_ids))

@@ -24,10 +24,18 @@ from pathlib import Path
 import av
 
 from . import __version__
-from .config import AnalyzeConfig, EncodeConfig, RenderConfig
+from .config import AnalyzeConfig, EncodeConfig, IdentityConfig, RenderConfig
 from .detect import FaceDetector, create_detector
 from .errors import DeidError, EncodeError, InputError, PlanError
-from .identities import identities_from_tracks
+from .identities import (
+    DescriptorSampler,
+    Selection,
+    SelectionReport,
+    build_identities,
+    identities_from_tracks,
+    reference_descriptors,
+    select,
+)
 from .io.decode import VideoReader, open_input, probe, upright_k
 from .io.encode import OUTPUT_FORMATS, open_writer
 from .plan import Plan, load_plan, save_plan
@@ -37,8 +45,8 @@ from .render.planes import apply_yuv420
 from .render.shapes import to_coded
 from .shots import ShotDetector, load_cut_list
 from .smooth import complete_tracks
-from .track import track_video
-from .types import FrameDetections
+from .track import RawTrack, track_video
+from .types import FrameDetections, Track
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ def analyze(
     detector = detector or create_detector(cfg.detect)
     shots = ShotDetector(replace(cfg.shots, enabled=cfg.shots.enabled and not cfg.shots.cut_list), info.avg_rate)
     low = cfg.detect.threshold * LOW_SCORE_FACTOR
+    sampler = DescriptorSampler(cfg.identity) if cfg.identity.enabled else None
     batch_size = cfg.detect.batch_size or (2 if detector.provider == "CPUExecutionProvider" else 16)
     detections: list[FrameDetections] = []
     batch_imgs: list = []
@@ -67,7 +76,11 @@ def analyze(
 
     def flush() -> None:
         if batch_idx:
-            detections.extend(detector.detect(batch_imgs, batch_idx, scale, low))
+            found = detector.detect(batch_imgs, batch_idx, scale, low)
+            if sampler is not None:
+                for img, det in zip(batch_imgs, found):
+                    sampler.add(img, det, scale, cfg.detect.threshold)
+            detections.extend(found)
             batch_imgs.clear()
             batch_idx.clear()
 
@@ -91,7 +104,12 @@ def analyze(
         shot_list = shots.finish(n)
     raw = track_video(detections, shot_list, cfg.track, cfg.detect.threshold)
     tracks = complete_tracks(raw, shot_list, cfg.track)
-    identities = identities_from_tracks(tracks)
+    if sampler is not None:
+        raw_by_id = {r.track_id: r for r in raw}
+        tracks = [with_descriptor(t, sampler, raw_by_id[t.track_id]) for t in tracks]
+        identities = build_identities(tracks, cfg.identity.link_threshold)
+    else:
+        identities = identities_from_tracks(tracks)
     info = replace(info, frame_count=n)
     progress.update("analyze", n, n)
     return Plan(
@@ -103,6 +121,12 @@ def analyze(
         config={**cfg.to_dict(), "detection_scale": scale, "provider": detector.provider},
         generator=f"deid-edit {__version__}",
     )
+
+
+def with_descriptor(track: Track, sampler: DescriptorSampler, raw: RawTrack) -> Track:
+    """``track`` with the mean descriptor of its best sampled detections."""
+    embedding, n = sampler.track_embedding(raw.frames, raw.det_indices)
+    return replace(track, embedding=embedding, embed_samples=n)
 
 
 def check_output(video: Path, output: Path, force: bool) -> Path:
@@ -130,6 +154,18 @@ def default_output(video: Path) -> Path:
     return video.with_name(f"{video.stem}.anon{video.suffix}")
 
 
+def apply_selection(plan: Plan, selection: Selection | None, cfg: IdentityConfig | None = None) -> tuple[Plan, SelectionReport | None]:
+    """The plan with each identity's action set from --keep/--only (photos or ids), failing closed."""
+    if not selection:
+        return plan, None
+    cfg = cfg or IdentityConfig()
+    photos = selection.keep_photos or selection.only_photos
+    refs = reference_descriptors(photos) if photos else None
+    identities, report = select(plan.identities, plan.tracks, selection, cfg, refs)
+    log.info("kept identities %s; anonymized %s (%d not identifiable)", report.kept, report.anonymized, len(report.unreliable))
+    return replace(plan, identities=tuple(identities)), report
+
+
 def render(
     video: str | os.PathLike[str],
     plan: Plan | str | os.PathLike[str],
@@ -137,6 +173,7 @@ def render(
     render_cfg: RenderConfig | None = None,
     encode_cfg: EncodeConfig | None = None,
     progress: ProgressSink | None = None,
+    selection: Selection | None = None,
 ) -> Path:
     """Anonymize ``video`` following ``plan`` into ``output`` (atomic; input untouched)."""
     rcfg = render_cfg or RenderConfig()
@@ -146,6 +183,7 @@ def render(
     if not isinstance(plan, Plan):
         plan = load_plan(plan)
     check_output(video, output, ecfg.force)
+    plan, _ = apply_selection(plan, selection)
     info = probe(video)
     plan.check_video(info)
     anonymizer = get_anonymizer(rcfg.mode)
@@ -203,13 +241,17 @@ def run(
     progress: ProgressSink | None = None,
     plan_out: str | os.PathLike[str] | None = None,
     detector: FaceDetector | None = None,
+    selection: Selection | None = None,
 ) -> tuple[Path, Plan]:
     """Analyze then render; returns the output path and the plan used."""
     video = Path(video)
     out = Path(output) if output else default_output(video)
     ecfg = encode_cfg or EncodeConfig()
     check_output(video, out, ecfg.force)  # fail before the long analysis
+    if selection:  # bad photos fail before the long analysis
+        apply_selection(replace(Plan(probe(video), (), (), (), ()), identities=()), selection)
     plan = analyze(video, analyze_cfg, progress, detector)
+    plan, _ = apply_selection(plan, selection, (analyze_cfg or AnalyzeConfig()).identity)
     if plan_out:
         save_plan(plan, plan_out)
     return render(video, plan, out, render_cfg, ecfg, progress), plan

@@ -198,6 +198,8 @@ def _track_json(t: Track) -> dict[str, Any]:
         "landmarks": None if t.landmarks is None else _r(t.landmarks.reshape(len(t.frames), -1)),
         "observed": "".join("1" if o else "0" for o in t.observed),
         "margin": np.round(t.margin.astype(np.float64), 3).tolist(),
+        "embedding": None if t.embedding is None else np.round(t.embedding.astype(np.float64), 5).tolist(),
+        "embed_samples": t.embed_samples,
     }
 
 
@@ -209,6 +211,7 @@ def _track_from_json(d: dict[str, Any]) -> Track:
     margin = np.asarray(d.get("margin") or [0.0] * n, np.float32)
     if len(observed) != n or len(margin) != n or len(d["scores"]) != n:
         raise ValueError(f"track {d.get('id')}: arrays of different lengths")
+    emb = d.get("embedding")
     return Track(
         int(d["id"]),
         int(d["shot"]),
@@ -218,6 +221,8 @@ def _track_from_json(d: dict[str, Any]) -> Track:
         lms,
         observed,
         margin,
+        None if emb is None else np.asarray(emb, np.float32),
+        int(d.get("embed_samples", 0)),
     )
 
 

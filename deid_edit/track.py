@@ -28,9 +28,10 @@ class RawTrack:
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     landmarks: list[np.ndarray | None] = field(default_factory=list)
+    det_indices: list[int] = field(default_factory=list)  # index of each observation in its FrameDetections
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
 
-    def add(self, frame: int, box: np.ndarray, score: float, lm: np.ndarray | None) -> None:
+    def add(self, frame: int, box: np.ndarray, score: float, lm: np.ndarray | None, det_index: int = -1) -> None:
         if self.frames:
             dt = frame - self.frames[-1]
             v = (box - self.boxes[-1]) / max(dt, 1)
@@ -39,6 +40,7 @@ class RawTrack:
         self.boxes.append(box.astype(np.float32))
         self.scores.append(float(score))
         self.landmarks.append(lm)
+        self.det_indices.append(det_index)
 
     def predict(self, frame: int) -> np.ndarray:
         return self.boxes[-1] + self.velocity * (frame - self.frames[-1])
@@ -121,7 +123,7 @@ class Tracker:
     @staticmethod
     def _add(track: RawTrack, frame: int, det: FrameDetections, i: int) -> None:
         lm = None if det.landmarks is None else det.landmarks[i]
-        track.add(frame, det.boxes[i], float(det.scores[i]), lm)
+        track.add(frame, det.boxes[i], float(det.scores[i]), lm, i)
 
 
 def track_video(detections: Sequence[FrameDetections], shots: Sequence[Shot], cfg: TrackConfig, high_threshold: float) -> list[RawTrack]:

@@ -100,6 +100,8 @@ class Track:
     landmarks: np.ndarray | None  # (T, 5, 2) float32
     observed: np.ndarray  # (T,) bool
     margin: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))  # (T,)
+    embedding: np.ndarray | None = None  # (128,) mean face descriptor of the best samples, if any
+    embed_samples: int = 0  # how many samples the embedding averages (0: not identifiable)
 
     @property
     def start(self) -> int:

@@ -82,7 +82,13 @@ def test_progress_json_contract(sample_clip, tmp_path):
     for stage in ("analyze", "render"):
         done = [e["done"] for e in events if e["stage"] == stage]
         assert done == sorted(done) and done[-1] == events[[e["stage"] for e in events].index(stage)]["total"]
-    assert events[-1] == {"stage": "done", "output": str(out), "faces": events[-1]["faces"], "frames": sample_clip[1].frame_count}
+    assert events[-1] == {
+        "stage": "done",
+        "output": str(out),
+        "faces": events[-1]["faces"],
+        "kept": 0,
+        "frames": sample_clip[1].frame_count,
+    }
 
 
 def test_progress_json_error_line(tmp_path):

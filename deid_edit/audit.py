@@ -1,0 +1,552 @@
+"""Audit: prove that an anonymized video no longer shows the faces of its original.
+
+Input: the ORIGINAL video, the ANONYMIZED video made from it (by deid-edit or any other tool), and
+optionally the original's plan (who was meant to be anonymized). Output: an ``AuditReport`` --
+every face-frame whose anonymized crop is still recognisable as the original face, grouped by
+identity with timecodes, the longest run of consecutive leaked frames, and JSON for machines. Next
+stage: the CLI (``deid-edit audit ORIGINAL ANONYMIZED``) prints ``summary()`` or ``to_json()`` and
+exits with ``EXIT_LEAK`` (3) when ``not report.ok``; errors keep their usual exit codes (1, 2).
+
+Why an independent check: the engine's own plan cannot prove the engine right. The audit
+re-detects faces in the original at high recall (full resolution, a low threshold, not the
+analyze pass's detections), cuts the aligned face chip at the same place in both videos (the same
+landmarks, scaled to the anonymized frame's size), embeds both with the face recognition network
+of ``embed`` and flags a face-frame when the two descriptors are closer than the same-person
+distance: a recogniser would still say "same person" there. Hence the sanity properties: an
+untouched copy is flagged in ~100% of face-frames, a well blurred or masked video in none.
+
+Frames are paired by presentation time (``pts * time_base``), nearest within half a frame of the
+original, not by index, so dropped or duplicated frames and a different frame count do not shift
+the comparison; when the anonymized video starts at another time (a tool that restarts
+timestamps at 0), ``match="auto"`` pairs relative to each video's first frame and says so in the
+report. ``match="index"`` pairs the n-th frames, for tools that re-time a variable-rate input to a
+constant rate. Geometry is mapped by the ratio of the upright frame sizes (outputs padded rather
+than scaled are not supported).
+
+Fails closed: a face of the original whose frame has no partner in the anonymized video is
+"unchecked" and makes the report not ok, as does a leak; with a plan, a detection that matches no
+plan track counts as meant to be anonymized.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from .config import DetectConfig
+from .detect import FaceDetector, create_detector
+from .embed import SAME_PERSON_L2, FaceEmbedder, align_faces, distance
+from .errors import ConfigError, ModelError
+from .io.decode import VideoReader
+from .plan import Plan
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "deid_edit.Audit.1"
+EXIT_LEAK = 3  # the CLI's exit code when the report is not ok (1 and 2 keep their usual meaning)
+# High recall: the analyze pass's threshold, but at full resolution (the analyze pass may shrink
+# frames); a false face costs one comparison, a missed face is an unaudited leak.
+DETECT_THRESHOLD = 0.3
+PLAN_IOU = 0.3  # a detection belongs to a plan track when their boxes overlap more than this
+TRACK_IOU = 0.3  # the audit's own tracker (no plan): same face in consecutive frames
+EMBED_BATCH = 32  # faces per embedding call (each face is two chips)
+SUMMARY_RANGES = 12  # timecode ranges listed per identity in the summary
+MatchMode = Literal["auto", "time", "start", "index"]
+MATCH_MODES: tuple[str, ...] = ("auto", "time", "start", "index")
+
+
+class ProgressLike(Protocol):
+    def update(self, stage: str, done: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuditLeak:
+    """One face in one frame whose anonymized crop still matches the original face."""
+
+    frame_index: int  # in the original
+    time: Fraction  # seconds since the original's first frame (what players show)
+    timecode: str  # HH:MM:SS.mmm of ``time``
+    identity_id: int | None  # plan identity; the audit's own track id without a plan; None: no plan track
+    box: tuple[float, float, float, float]  # xyxy, upright pixels of the original
+    distance: float  # L2 between the two descriptors; below the threshold means "same person"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What the audit found; ``ok`` is the verdict, ``summary()`` for people, ``to_json()`` for programs."""
+
+    original: str
+    anonymized: str
+    face_frames: int  # faces compared (original faces meant to be anonymized, big enough, in paired frames)
+    leaks: tuple[AuditLeak, ...]
+    longest_run: int  # most consecutive frames in which one face/identity leaked
+    frames_compared: int  # original frames paired with an anonymized frame
+    frames_unmatched: int  # original frames without a partner within half a frame
+    threshold: float
+    faces_unchecked: int = 0  # faces in unmatched frames: could not be audited (fail closed)
+    faces_small: int = 0  # faces below ``min_face``: not compared (recognisers fail on them too)
+    faces_kept: int = 0  # faces of identities the plan keeps visible
+    min_distance: float | None = None  # closest pair seen: how near the output came to leaking
+    time_offset: Fraction = Fraction(0)  # anonymized time - original time used for pairing
+    match: str = "time"  # how frames were paired: "time", "start" (relative to first frames) or "index"
+
+    @property
+    def ok(self) -> bool:
+        """True when no face leaked and every detected face could be checked."""
+        return not self.leaks and self.faces_unchecked == 0
+
+    @property
+    def leak_fraction(self) -> float:
+        return len(self.leaks) / self.face_frames if self.face_frames else 0.0
+
+    def by_identity(self) -> dict[int | None, list[AuditLeak]]:
+        """Leaks grouped by identity, in order of first appearance."""
+        groups: dict[int | None, list[AuditLeak]] = {}
+        for leak in self.leaks:
+            groups.setdefault(leak.identity_id, []).append(leak)
+        return groups
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (Fractions as "num/den" strings, as in the plan, plus float seconds)."""
+        return {
+            "schema": SCHEMA,
+            "original": self.original,
+            "anonymized": self.anonymized,
+            "ok": self.ok,
+            "threshold": self.threshold,
+            "face_frames": self.face_frames,
+            "leak_count": len(self.leaks),
+            "leak_fraction": round(self.leak_fraction, 6),
+            "longest_run": self.longest_run,
+            "frames_compared": self.frames_compared,
+            "frames_unmatched": self.frames_unmatched,
+            "faces_unchecked": self.faces_unchecked,
+            "faces_small": self.faces_small,
+            "faces_kept": self.faces_kept,
+            "min_distance": None if self.min_distance is None else round(self.min_distance, 4),
+            "match": self.match,
+            "time_offset": _frac_str(self.time_offset),
+            "identities": [
+                {
+                    "identity_id": ident,
+                    "leaks": len(items),
+                    "ranges": [
+                        {"start_frame": a.frame_index, "end_frame": b.frame_index, "start": a.timecode, "end": b.timecode}
+                        for a, b in _ranges(items)
+                    ],
+                }
+                for ident, items in self.by_identity().items()
+            ],
+            "leaks": [
+                {
+                    "frame": leak.frame_index,
+                    "time": _frac_str(leak.time),
+                    "seconds": round(float(leak.time), 6),
+                    "timecode": leak.timecode,
+                    "identity_id": leak.identity_id,
+                    "box": [round(v, 1) for v in leak.box],
+                    "distance": round(leak.distance, 4),
+                }
+                for leak in self.leaks
+            ],
+        }
+
+    def summary(self) -> str:
+        """Human text: verdict, counts, leaks per identity as timecode ranges, longest run."""
+        lines = [f"Audit of {self.anonymized}", f"  against {self.original}"]
+        if self.ok:
+            lines.append("  OK: no anonymized face is recognisable as its original")
+        else:
+            lines.append(f"  NOT OK: {len(self.leaks)} leaked face-frames, {self.faces_unchecked} unchecked (exit code {EXIT_LEAK})")
+        closest = "" if self.min_distance is None else f"; closest pair {self.min_distance:.3f}"
+        lines.append(f"  {self.face_frames} face-frames compared (leak when L2 < {self.threshold:g}{closest})")
+        frames = f"  {self.frames_compared} frames paired by {self.match}"
+        if self.time_offset:
+            frames += f" (anonymized clock shifted by {float(self.time_offset):+.3f} s)"
+        if self.frames_unmatched:
+            frames += f", {self.frames_unmatched} original frames without a partner"
+        lines.append(frames)
+        skipped = [(self.faces_small, "too small to recognise"), (self.faces_kept, "kept by the plan"), (self.faces_unchecked, "unchecked")]
+        if any(n for n, _ in skipped):
+            lines.append("  faces not compared: " + ", ".join(f"{n} {why}" for n, why in skipped if n))
+        if self.leaks:
+            lines.append(f"  leaks: {len(self.leaks)} face-frames ({100 * self.leak_fraction:.1f}%), longest run {self.longest_run} frames")
+            for ident, items in self.by_identity().items():
+                name = "unplanned face" if ident is None else f"identity {ident}"
+                ranges = _ranges(items)
+                parts = [
+                    a.timecode if a is b else f"{a.timecode}-{b.timecode} ({b.frame_index - a.frame_index + 1} frames)" for a, b in ranges
+                ]
+                more = f", ... {len(parts) - SUMMARY_RANGES} more ranges" if len(parts) > SUMMARY_RANGES else ""
+                lines.append(f"    {name}: {len(items)} face-frames: {', '.join(parts[:SUMMARY_RANGES])}{more}")
+        if self.frames_unmatched and self.frames_compared < self.frames_unmatched:
+            lines.append("  most frames found no partner: if the anonymized video was re-timed to a constant rate, pair them by index")
+        return "\n".join(lines)
+
+
+# -- pairing frames ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TimedFrame:
+    """A decoded frame with its presentation time in seconds (Fraction)."""
+
+    index: int
+    time: Fraction
+    image: np.ndarray = field(repr=False)
+
+
+def _timed(frames: Iterable[Any], rate: Fraction) -> Iterator[TimedFrame]:
+    """``Frame`` -> ``TimedFrame``; frames without pts get index / average rate."""
+    for f in frames:
+        t = Fraction(f.pts) * Fraction(f.time_base) if f.pts is not None else Fraction(f.index) / (rate or 30)
+        yield TimedFrame(f.index, t, f.image)
+
+
+def pair_frames(
+    originals: Iterable[TimedFrame], anonymized: Iterable[TimedFrame], tolerance: Fraction, match: str = "auto"
+) -> Iterator[tuple[TimedFrame, TimedFrame | None, Fraction]]:
+    """Yield ``(original, anonymized or None, offset)`` for every original frame, in order.
+
+    A streaming merge of two time-ordered streams: only anonymized frames within ``tolerance`` of
+    the current original time are held, so memory stays a few frames whatever the lengths. The
+    nearest anonymized frame strictly within ``tolerance`` wins. ``offset`` is what was added to
+    original times: 0 for "time", the difference of the first frames' times for "start" (and for
+    "auto" when the first frames are further apart than ``tolerance``).
+    """
+    orig_it, anon_it = iter(originals), iter(anonymized)
+    if match == "index":
+        for o in orig_it:
+            yield o, next(anon_it, None), Fraction(0)
+        return
+    first_o = next(orig_it, None)
+    if first_o is None:
+        return
+    buf: deque[TimedFrame] = deque()
+    first_a = next(anon_it, None)
+    if first_a is not None:
+        buf.append(first_a)
+    offset = Fraction(0)
+    if first_a is not None and match in ("start", "auto"):
+        gap = first_a.time - first_o.time
+        if match == "start" or abs(gap) >= tolerance:
+            offset = gap
+    exhausted = first_a is None
+    for o in _chain(first_o, orig_it):
+        t = o.time + offset
+        while not exhausted and (not buf or buf[-1].time < t + tolerance):
+            a = next(anon_it, None)
+            if a is None:
+                exhausted = True
+            else:
+                buf.append(a)
+        while buf and buf[0].time <= t - tolerance:
+            buf.popleft()
+        near = [a for a in buf if abs(a.time - t) < tolerance]
+        yield o, (min(near, key=lambda a: abs(a.time - t)) if near else None), offset
+
+
+def _chain(first: TimedFrame, rest: Iterator[TimedFrame]) -> Iterator[TimedFrame]:
+    yield first
+    yield from rest
+
+
+# -- geometry and identities ------------------------------------------------------------------
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _greedy_match(iou: np.ndarray, min_iou: float) -> dict[int, int]:
+    """Row -> column pairs, best IoU first, each used once, IoU above ``min_iou``."""
+    out: dict[int, int] = {}
+    used: set[int] = set()
+    if iou.size == 0:
+        return out
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] <= min_iou:
+            break
+        if r not in out and c not in used:
+            out[r] = c
+            used.add(c)
+    return out
+
+
+class _IouTracker:
+    """Ids for faces across consecutive frames, so leaks group into runs without a plan."""
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self.prev_frame = -2
+        self.prev_boxes = np.zeros((0, 4), np.float32)
+        self.prev_ids: list[int] = []
+
+    def assign(self, frame_index: int, boxes: np.ndarray) -> list[int]:
+        ids = [-1] * len(boxes)
+        if frame_index == self.prev_frame + 1:
+            for r, c in _greedy_match(iou_matrix(boxes, self.prev_boxes), TRACK_IOU).items():
+                ids[r] = self.prev_ids[c]
+        for i, v in enumerate(ids):
+            if v < 0:
+                ids[i], self.next_id = self.next_id, self.next_id + 1
+        self.prev_frame, self.prev_boxes, self.prev_ids = frame_index, boxes, ids
+        return ids
+
+
+class _PlanIndex:
+    """The plan's tracked boxes per frame with the action and identity of each."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.by_frame: dict[int, list[tuple[np.ndarray, str, int | None]]] = {}
+        for t in plan.tracks:
+            ident = plan.identity_of(t.track_id)
+            action = ident.action if ident else "anonymize"
+            ident_id = ident.identity_id if ident else None
+            for f, box in zip(t.frames.tolist(), t.boxes):
+                self.by_frame.setdefault(f, []).append((box, action, ident_id))
+
+    def lookup(self, frame_index: int, boxes: np.ndarray) -> list[tuple[str, int | None] | None]:
+        """Per detection: (action, identity) of the best-overlapping plan track, or None."""
+        entries = self.by_frame.get(frame_index, [])
+        out: list[tuple[str, int | None] | None] = [None] * len(boxes)
+        if entries and len(boxes):
+            iou = iou_matrix(boxes, np.stack([e[0] for e in entries]))
+            for r, c in _greedy_match(iou, PLAN_IOU).items():
+                out[r] = entries[c][1:]
+        return out
+
+
+def scale_points(points: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
+    """Map pixel coordinates between two sizes of the same picture (pixel centres stay centres)."""
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+    if (sx, sy) == (1.0, 1.0):
+        return np.asarray(points, np.float64)
+    p = np.asarray(points, np.float64).copy()
+    p[..., 0] = (p[..., 0] + 0.5) * sx - 0.5
+    p[..., 1] = (p[..., 1] + 0.5) * sy - 0.5
+    return p
+
+
+def timecode(seconds: Fraction) -> str:
+    """HH:MM:SS.mmm, rounded to the millisecond."""
+    ms = max(0, round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def _frac_str(x: Fraction) -> str:
+    return f"{x.numerator}/{x.denominator}"
+
+
+def _ranges(leaks: Sequence[AuditLeak]) -> list[tuple[AuditLeak, AuditLeak]]:
+    """Consecutive-frame stretches of ``leaks`` (sorted by frame), as (first, last) pairs."""
+    out: list[tuple[AuditLeak, AuditLeak]] = []
+    for leak in sorted(leaks, key=lambda x: x.frame_index):
+        if out and leak.frame_index <= out[-1][1].frame_index + 1:
+            out[-1] = (out[-1][0], leak)
+        else:
+            out.append((leak, leak))
+    return out
+
+
+def longest_run(frames_by_key: dict[Any, set[int]]) -> int:
+    """Most consecutive frame indices held by any one key."""
+    best = 0
+    for frames in frames_by_key.values():
+        run, prev = 0, None
+        for f in sorted(frames):
+            run = run + 1 if prev is not None and f == prev + 1 else 1
+            prev = f
+            best = max(best, run)
+    return best
+
+
+# -- the audit --------------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    frame_index: int
+    time: Fraction
+    box: tuple[float, float, float, float]
+    identity_id: int | None
+    run_key: Any
+
+
+class _Auditor:
+    """The audit's state while frames stream through: detect in batches, embed in batches."""
+
+    def __init__(self, detector: FaceDetector, embedder: Any, plan: Plan | None, threshold: float, min_face: int, det_threshold: float):
+        self.detector, self.embedder, self.det_threshold = detector, embedder, det_threshold
+        self.threshold, self.min_face = threshold, min_face
+        self.plan_index = _PlanIndex(plan) if plan is not None else None
+        self.tracker = _IouTracker()
+        self.t0: Fraction | None = None
+        self.pending: list[_Pending] = []
+        self.chips_o: list[np.ndarray] = []
+        self.chips_a: list[np.ndarray] = []
+        self.leaks: list[AuditLeak] = []
+        self.leak_frames: dict[Any, set[int]] = {}
+        self.face_frames = self.unchecked = self.small = self.kept = 0
+        self.min_distance: float | None = None
+
+    def process(self, pairs: Sequence[tuple[TimedFrame, TimedFrame | None]]) -> None:
+        """Detect faces in the originals of ``pairs`` (one uniform-size batch) and queue their chips."""
+        dets = self.detector.detect([o.image for o, _ in pairs], [o.index for o, _ in pairs], 1.0, self.det_threshold)
+        for (o, a), d in zip(pairs, dets):
+            if self.t0 is None:
+                self.t0 = o.time
+            if len(d) and d.landmarks is None:
+                name = getattr(self.detector, "name", "?")
+                raise ModelError(f"detector {name!r} gives no landmarks; the audit needs them to align faces: use centerface")
+            track_ids = self.tracker.assign(o.index, d.boxes)
+            planned = self.plan_index.lookup(o.index, d.boxes) if self.plan_index else [None] * len(d)
+            for i in range(len(d)):
+                box = d.boxes[i]
+                if min(box[2] - box[0], box[3] - box[1]) < self.min_face:
+                    self.small += 1
+                    continue
+                if self.plan_index is not None:
+                    if planned[i] is not None and planned[i][0] == "keep":
+                        self.kept += 1
+                        continue
+                    ident = planned[i][1] if planned[i] is not None else None
+                    key: Any = ("identity", ident) if ident is not None else ("face", track_ids[i])
+                else:
+                    ident = track_ids[i]
+                    key = ("face", ident)
+                if a is None:
+                    self.unchecked += 1
+                    continue
+                lm = d.landmarks[i]
+                lm_a = scale_points(lm, o.image.shape[:2], a.image.shape[:2])
+                self.chips_o.append(align_faces(o.image, lm[None])[0])
+                self.chips_a.append(align_faces(a.image, lm_a[None])[0])
+                self.pending.append(_Pending(o.index, o.time - self.t0, tuple(float(v) for v in box), ident, key))
+        if len(self.pending) >= EMBED_BATCH:
+            self.embed()
+
+    def embed(self) -> None:
+        """Embed the queued chip pairs and record the leaks among them."""
+        if not self.pending:
+            return
+        n = len(self.pending)
+        desc = self.embedder.embed(np.stack(self.chips_o + self.chips_a))
+        dists = distance(desc[:n], desc[n:])
+        for p, dist in zip(self.pending, dists.tolist()):
+            self.face_frames += 1
+            self.min_distance = dist if self.min_distance is None else min(self.min_distance, dist)
+            if dist < self.threshold:
+                self.leaks.append(AuditLeak(p.frame_index, p.time, timecode(p.time), p.identity_id, p.box, dist))
+                self.leak_frames.setdefault(p.run_key, set()).add(p.frame_index)
+        self.pending.clear()
+        self.chips_o.clear()
+        self.chips_a.clear()
+
+
+def audit(
+    original: str | os.PathLike[str],
+    anonymized: str | os.PathLike[str],
+    plan: Plan | None = None,
+    threshold: float = SAME_PERSON_L2,
+    min_face: int = 24,
+    progress: ProgressLike | None = None,
+    detector: FaceDetector | None = None,
+    embedder: FaceEmbedder | None = None,
+    *,
+    match: MatchMode = "auto",
+    detect_threshold: float = DETECT_THRESHOLD,
+    device: str = "auto",
+    batch_size: int = 0,
+) -> AuditReport:
+    """Compare every face of ``original`` with the same place in ``anonymized``; see the module docstring.
+
+    ``plan`` (the original's) restricts the audit to identities meant to be anonymized and names
+    them; ``threshold`` is the L2 distance under which two descriptors are the same person;
+    ``min_face`` (pixels, short side of the original's face box) skips faces too small for any
+    recogniser. ``detector``/``embedder`` are reused when given (tests, batch audits).
+    ``InputError``/``DecodeError`` of either video pass through; ``ConfigError`` for bad options;
+    ``PlanError`` when ``plan`` was made for another video.
+    """
+    if not 0.0 < threshold <= 4.0:
+        raise ConfigError(f"--threshold {threshold!r} is not allowed: use an L2 distance in 0..4 (default {SAME_PERSON_L2})")
+    if min_face < 1:
+        raise ConfigError(f"--min-face {min_face!r} is not allowed: use 1 pixel or more")
+    if match not in MATCH_MODES:
+        raise ConfigError(f"--match {match!r} is not allowed: use {', '.join(MATCH_MODES)}")
+    if not 0.01 <= detect_threshold <= 0.99:
+        raise ConfigError(f"--detect-threshold {detect_threshold!r} is not allowed: use a number in 0.01..0.99")
+    orig_reader = VideoReader(original)
+    anon_reader = VideoReader(anonymized)
+    if plan is not None:
+        plan.check_video(orig_reader.info, source="plan")
+    detector = detector or create_detector(DetectConfig(device=device))
+    embedder = embedder or FaceEmbedder(device=device)
+    batch = batch_size or (2 if detector.provider == "CPUExecutionProvider" else 8)
+    rate = orig_reader.info.avg_rate or Fraction(30)
+    tolerance = 1 / (2 * rate)
+    total = orig_reader.info.frame_count
+    auditor = _Auditor(detector, embedder, plan, threshold, min_face, detect_threshold)
+    compared = unmatched = done = 0
+    offset = Fraction(0)
+    group: list[tuple[TimedFrame, TimedFrame | None]] = []
+    try:
+        originals = _timed(orig_reader.frames(), rate)
+        others = _timed(anon_reader.frames(), anon_reader.info.avg_rate)
+        for o, a, pair_offset in pair_frames(originals, others, tolerance, match):
+            offset = pair_offset
+            compared += a is not None
+            unmatched += a is None
+            if group and group[0][0].image.shape != o.image.shape:
+                auditor.process(group)  # resolution change mid-stream: detector batches must be uniform
+                done += len(group)
+                group = []
+            group.append((o, a))
+            if len(group) >= batch:
+                auditor.process(group)
+                done += len(group)
+                group = []
+                if progress:
+                    progress.update("audit", done, max(total, done))
+        if group:
+            auditor.process(group)
+            done += len(group)
+        auditor.embed()
+    finally:
+        orig_reader.close()
+        anon_reader.close()
+    if progress:
+        progress.update("audit", done, done)
+    if offset:
+        log.warning("%s starts %+.3f s from %s; frames were paired relative to each video's start", anonymized, float(offset), original)
+    return AuditReport(
+        original=str(original),
+        anonymized=str(anonymized),
+        face_frames=auditor.face_frames,
+        leaks=tuple(auditor.leaks),
+        longest_run=longest_run(auditor.leak_frames),
+        frames_compared=compared,
+        frames_unmatched=unmatched,
+        threshold=float(threshold),
+        faces_unchecked=auditor.unchecked,
+        faces_small=auditor.small,
+        faces_kept=auditor.kept,
+        min_distance=auditor.min_distance,
+        time_offset=offset,
+        match=match if match != "auto" else ("start" if offset else "time"),
+    )

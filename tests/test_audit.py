@@ -1,0 +1,248 @@
+"""The audit: generated clips rendered by our engine (untouched, blurred, blur removed on known
+frames, half size) must be flagged exactly where faces stay recognisable; frame pairing by
+timestamp is tested on plain timestamps; a real-footage check runs on ../shared/footage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from deid_edit import analyze, render
+from deid_edit.audit import AuditReport, TimedFrame, audit, pair_frames, timecode
+from deid_edit.config import DetectConfig
+from deid_edit.detect import create_detector
+from deid_edit.embed import FaceEmbedder
+from deid_edit.errors import InputError
+from deid_edit.plan import Plan
+from deid_edit.types import Track
+
+FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footage"
+GAP = range(10, 15)  # frames where the blur is removed in the "gap" render
+
+
+# -- fixtures: one clip, one plan, one detector and embedder for the whole module --------------------
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audit")
+
+
+@pytest.fixture(scope="module")
+def clip(work: Path):
+    from deid_edit.sample import make_sample_clip
+
+    path = work / "clip.mp4"
+    truth = make_sample_clip(path, width=640, height=360, frames=40, cut_frame=20)
+    return path, truth
+
+
+@pytest.fixture(scope="module")
+def plan(clip) -> Plan:
+    return analyze(clip[0])
+
+
+@pytest.fixture(scope="module")
+def models():
+    """(detector, embedder), built once: model loading dominates a short audit."""
+    return create_detector(DetectConfig()), FaceEmbedder()
+
+
+def run_audit(original: Path, anonymized: Path, models, **kwargs) -> AuditReport:
+    detector, embedder = models
+    return audit(original, anonymized, detector=detector, embedder=embedder, **kwargs)
+
+
+def keep_all(plan: Plan) -> Plan:
+    return replace(plan, identities=tuple(replace(i, action="keep") for i in plan.identities))
+
+
+def without_frames(plan: Plan, drop: range) -> Plan:
+    """The plan with every track cut out of frames ``drop``: the render leaves those faces visible.
+
+    Tracks must be contiguous, so a track spanning the gap becomes two: the part before keeps its
+    id, the part after gets a new one in the same identity.
+    """
+    tracks: list[Track] = []
+    pieces: dict[int, list[int]] = {}
+    next_id = max(t.track_id for t in plan.tracks) + 1
+    for t in plan.tracks:
+        for part in (t.frames < drop.start, t.frames >= drop.stop):
+            if not part.any():
+                continue
+            if pieces.get(t.track_id):
+                tid, next_id = next_id, next_id + 1
+            else:
+                tid = t.track_id
+            pieces.setdefault(t.track_id, []).append(tid)
+            tracks.append(
+                replace(
+                    t,
+                    track_id=tid,
+                    frames=t.frames[part],
+                    boxes=t.boxes[part],
+                    scores=t.scores[part],
+                    landmarks=None if t.landmarks is None else t.landmarks[part],
+                    observed=t.observed[part],
+                    margin=t.margin[part] if len(t.margin) else t.margin,
+                )
+            )
+    idents = tuple(replace(i, track_ids=tuple(p for t in i.track_ids for p in pieces.get(t, []))) for i in plan.identities)
+    return replace(plan, tracks=tuple(tracks), identities=idents)
+
+
+def write_half_size(src: Path, dst: Path, drop: set[int]) -> None:
+    """Re-encode ``src`` at half size with its own timestamps, leaving out the frames in ``drop``."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        w, h = vin.codec_context.width // 2, vin.codec_context.height // 2
+        vout = out.add_stream("libx264", rate=vin.average_rate)
+        vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+        vout.time_base = vin.time_base
+        vout.codec_context.time_base = vin.time_base
+        for i, frame in enumerate(inp.decode(vin)):
+            if i in drop:
+                continue
+            small = cv2.resize(frame.to_ndarray(format="rgb24"), (w, h), interpolation=cv2.INTER_AREA)
+            nf = av.VideoFrame.from_ndarray(small, format="rgb24")
+            nf.pts, nf.time_base = frame.pts, frame.time_base
+            for packet in vout.encode(nf):
+                out.mux(packet)
+        for packet in vout.encode(None):
+            out.mux(packet)
+
+
+# -- sanity: untouched and blurred ------------------------------------------------------------------
+def test_untouched_reencode_is_flagged_almost_everywhere(clip, plan, models, work):
+    src, truth = clip
+    copy = render(src, keep_all(plan), work / "untouched.mp4")  # a re-encode that anonymizes nobody
+    report = run_audit(src, copy, models)
+    assert report.face_frames >= truth.frame_count - 2, "the audit's detector missed faces of the generated clip"
+    assert len(report.leaks) >= 0.95 * report.face_frames
+    assert not report.ok
+    assert report.frames_compared == truth.frame_count and report.frames_unmatched == 0
+    assert report.longest_run >= 15, "one shot is 20 frames: the leak run should cover it"
+    assert len(report.by_identity()) == 2, "two people (one per shot) should give two groups"
+
+
+def test_plan_keeps_are_not_counted(clip, plan, models):
+    src, _ = clip
+    report = run_audit(src, src, models, plan=keep_all(plan))
+    assert report.face_frames == 0 and report.faces_kept >= 38
+    assert report.ok
+
+
+def test_blurred_render_is_flagged_nowhere(clip, plan, models, work):
+    src, truth = clip
+    out = render(src, plan, work / "blurred.mp4")
+    report = run_audit(src, out, models, plan=plan)
+    assert report.face_frames >= truth.frame_count - 2
+    assert report.leaks == () and report.ok
+    assert report.min_distance is not None and report.min_distance >= report.threshold
+    assert "OK" in report.summary()
+
+
+# -- blur removed on known frames -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gap_report(clip, plan, models, work) -> AuditReport:
+    src, _ = clip
+    out = render(src, without_frames(plan, GAP), work / "gap.mp4")
+    return run_audit(src, out, models, plan=plan)
+
+
+def test_unblurred_frames_are_flagged_exactly(gap_report, plan):
+    assert sorted(leak.frame_index for leak in gap_report.leaks) == list(GAP)
+    assert gap_report.longest_run == len(GAP)
+    ids = {leak.identity_id for leak in gap_report.leaks}
+    assert len(ids) == 1 and ids <= {i.identity_id for i in plan.identities}, "leaks should name the plan identity"
+    assert not gap_report.ok
+
+
+def test_summary_names_the_leaked_timecodes(gap_report, clip):
+    _, truth = clip
+    t = [Fraction(p) * truth.time_base for p in truth.pts]
+    first, last = timecode(t[GAP.start] - t[0]), timecode(t[GAP.stop - 1] - t[0])
+    text = gap_report.summary()
+    assert f"{first}-{last} ({len(GAP)} frames)" in text, text
+    assert "longest run 5 frames" in text and "NOT OK" in text
+
+
+def test_json_round_trips(gap_report):
+    data = json.loads(json.dumps(gap_report.to_json()))
+    assert data["schema"] == "deid_edit.Audit.1"
+    assert data["ok"] is False and data["leak_count"] == len(GAP) and data["longest_run"] == len(GAP)
+    assert [leak["frame"] for leak in data["leaks"]] == list(GAP)
+    (group,) = data["identities"]
+    assert group["ranges"] == [
+        {"start_frame": GAP.start, "end_frame": GAP.stop - 1, "start": data["leaks"][0]["timecode"], "end": data["leaks"][-1]["timecode"]}
+    ]
+    assert all(Fraction(leak["time"]) >= 0 for leak in data["leaks"])
+
+
+# -- resolution change and timestamp pairing --------------------------------------------------------
+def test_half_size_copy_with_a_dropped_frame_is_paired_by_time(clip, models, work):
+    src, truth = clip
+    half = work / "half.mp4"
+    write_half_size(src, half, drop={7})
+    report = run_audit(src, half, models)
+    assert report.frames_unmatched == 1 and report.frames_compared == truth.frame_count - 1
+    assert report.faces_unchecked == 1, "the face of the dropped frame could not be checked"
+    assert len(report.leaks) >= 0.95 * report.face_frames, report.summary()
+    assert 7 not in {leak.frame_index for leak in report.leaks}
+    assert report.match == "time" and report.time_offset == 0
+
+
+def frames_at(times: list[Fraction], start_index: int = 0) -> list[TimedFrame]:
+    return [TimedFrame(start_index + i, t, np.zeros((1, 1, 3), np.uint8)) for i, t in enumerate(times)]
+
+
+def test_pairing_by_nearest_time_within_half_a_frame():
+    tb = Fraction(1, 25)
+    orig = frames_at([i * tb for i in range(6)])
+    # anonymized: frame 2 missing, a duplicate near frame 4, slightly jittered timestamps
+    anon = frames_at([Fraction(0), tb + Fraction(1, 1000), 3 * tb, 4 * tb - Fraction(1, 200), 4 * tb, 5 * tb])
+    pairs = [(o.index, a.index if a else None) for o, a, _ in pair_frames(orig, anon, tb / 2)]
+    assert pairs == [(0, 0), (1, 1), (2, None), (3, 2), (4, 4), (5, 5)]
+
+
+def test_pairing_follows_a_restarted_clock_or_the_index():
+    tb = Fraction(1, 30)
+    orig = [i * tb + Fraction(17, 20) for i in range(4)]  # starts at 0.85 s, like some phone files
+    anon = [i * tb for i in range(4)]
+    auto = list(pair_frames(frames_at(orig), frames_at(anon), tb / 2, "auto"))
+    assert [a.index for _, a, _ in auto] == [0, 1, 2, 3] and auto[0][2] == Fraction(-17, 20)
+    strict = list(pair_frames(frames_at(orig), frames_at(anon), tb / 2, "time"))
+    assert all(a is None for _, a, _ in strict)
+    retimed = [Fraction(i, 22) for i in range(3)]  # constant-rate re-time: only the order survives
+    by_index = list(pair_frames(frames_at(orig), frames_at(retimed), tb / 2, "index"))
+    assert [a.index if a else None for _, a, _ in by_index] == [0, 1, 2, None]
+
+
+def test_timecode_format():
+    assert timecode(Fraction(0)) == "00:00:00.000"
+    assert timecode(Fraction(3723, 1) + Fraction(1, 8)) == "01:02:03.125"
+
+
+def test_missing_input_raises_input_error(clip, models, tmp_path):
+    with pytest.raises(InputError):
+        run_audit(clip[0], tmp_path / "nope.mp4", models)
+
+
+# -- real footage ------------------------------------------------------------------------------------
+@pytest.mark.media
+def test_our_blur_on_hamilton_stage(tmp_path, models):
+    src = FOOTAGE / "hamilton_stage.mp4"
+    if not src.is_file():
+        pytest.skip(f"needs ../shared/footage/hamilton_stage.mp4 (real footage, present in CI); not found at {src}")
+    plan = analyze(src)
+    out = render(src, plan, tmp_path / "hamilton.blur.mp4")
+    report = run_audit(src, out, models, plan=plan)
+    print(report.summary())
+    assert report.face_frames > 0 and report.frames_unmatched == 0
+    # Measured: see the audit hand-over notes; a handful at most, reported rather than hidden.
+    assert len(report.leaks) <= 5, report.summary()
