@@ -271,6 +271,65 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option(
+    "--plan", "plan_path", type=click.Path(path_type=Path), help="Plan file (default VIDEO.deid.json if present, else analyze now)."
+)
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), help="Folder for the contact sheet (default VIDEO.faces/).")
+@click.option("--per-row", type=int, default=6, show_default=True, help="Thumbnails per identity row.")
+@click.option("--thumb", type=int, default=112, show_default=True, help="Thumbnail size in pixels.")
+@click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
+@verbosity_options
+def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: int, thumb: int, progress_kind: str) -> None:
+    """List every identity found (screen time, shots, first appearance) and write a contact sheet."""
+    from .faces import format_table, write_contact_sheet
+    from .pipeline import analyze as analyze_pipeline
+    from .plan import load_plan
+
+    progress = make_progress(progress_kind)
+    default_plan = video.with_name(video.name + ".deid.json")
+    if plan_path or default_plan.is_file():
+        plan = load_plan(plan_path or default_plan)
+    else:
+        plan = analyze_pipeline(video, None, progress)
+    sheet, summaries = write_contact_sheet(video, plan, out_dir or video.with_name(video.stem + ".faces"), per_row=per_row, thumb=thumb)
+    if progress_kind != "json":
+        click.echo(format_table(summaries))
+    _finish(progress, progress_kind, sheet, faces=len(summaries))
+
+
+@cli.command()
+@click.argument("original", type=click.Path(path_type=Path))
+@click.argument("anonymized", type=click.Path(path_type=Path))
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), help="Plan of the render: faces of kept identities are not counted.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
+@click.option("--threshold", type=float, help="Descriptor distance under which a face still matches (default 0.6).")
+@click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
+@verbosity_options
+def audit(
+    original: Path, anonymized: Path, plan_path: Path | None, json_out: Path | None, threshold: float | None, progress_kind: str
+) -> None:
+    """Check that no face of ORIGINAL is still recognizable in ANONYMIZED (exit 3 if one is)."""
+    import json
+
+    from .audit import audit as run_audit
+    from .plan import load_plan
+
+    progress = make_progress(progress_kind)
+    plan = load_plan(plan_path) if plan_path else None
+    kwargs = {"threshold": threshold} if threshold is not None else {}
+    report = run_audit(original, anonymized, plan=plan, progress=progress, **kwargs)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_json(), indent=1))
+    if progress_kind == "json":
+        progress.event("done", output=str(json_out or ""), ok=report.ok, leaks=len(report.leaks), face_frames=report.face_frames)
+    else:
+        click.echo(report.summary())
+    if not report.ok:
+        sys.exit(3)
+
+
 @cli.group()
 def models() -> None:
     """List or verify the bundled models."""

@@ -120,3 +120,11 @@ def test_installed_console_script(sample_clip, tmp_path):
         frame = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
     x1, y1, x2, y2 = sample_clip[1].faces[0][0].astype(int)
     assert np.abs(frame[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10].astype(int)).mean() < 20  # black mask over the face
+
+
+def test_faces_command_writes_contact_sheet(sample_clip, tmp_path):
+    r = invoke("faces", str(sample_clip[0]), "-o", str(tmp_path / "sheet"), "--progress", "none")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "sheet" / "contact_sheet.png").is_file()
+    assert (tmp_path / "sheet" / "identity_0.png").is_file()
+    assert "00:00:00:00" in r.output
