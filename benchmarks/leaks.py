@@ -56,6 +56,7 @@ from deid_edit.detect.centerface import CenterFace, nms  # noqa: E402
 from deid_edit.io.decode import VideoReader, probe  # noqa: E402
 from deid_edit.plan import Plan  # noqa: E402
 from deid_edit.render.shapes import padded_box, region_mask  # noqa: E402
+from deid_edit.track import iou_matrix  # noqa: E402
 
 FOOTAGE = REPO.parent / "shared" / "footage"
 YUNET_DIR = REPO.parent / "shared" / "refmodels" / "yunet"
@@ -98,20 +99,6 @@ ALIGN_SEARCH = 2  # frames either side of the time-predicted frame tried by cont
 
 
 # -- small geometry helpers ----------------------------------------------------------------------
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4+) with every box in ``b`` (M, 4+), xyxy."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)).astype(np.float32)
-
-
 def box_slices(box: np.ndarray, hw: tuple[int, int]) -> tuple[slice, slice]:
     """Pixel rows/columns of a float xyxy box, rounded and clipped, at least one pixel each way."""
     h, w = hw
