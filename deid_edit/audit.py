@@ -15,6 +15,16 @@ of ``embed`` and flags a face-frame when the two descriptors are closer than the
 distance: a recogniser would still say "same person" there. Hence the sanity properties: an
 untouched copy is flagged in ~100% of face-frames, a well blurred or masked video in none.
 
+Only faces the recogniser can actually recognise are judged. On dark, small or turned faces its
+descriptor says little about identity: a black square, or the chip with the face filled by its
+own mean colour, is then already within the same-person distance of the original (on a dark stage
+clip, a black square "matches" more than half of the faces), so "still matches" would flag any
+mask at all. Each face is therefore also compared with two identity-free references, a black chip
+and its own chip with the detector's face box (as an ellipse) filled by its mean colour; when one
+of them matches, the face is counted as unrecognisable, not as compared, and cannot leak. This is
+not a verdict that those faces are safe but the limit of what a recogniser can prove; the report
+gives their count.
+
 Frames are paired by presentation time (``pts * time_base``), nearest within half a frame of the
 original, not by index, so dropped or duplicated frames and a different frame count do not shift
 the comparison; when the anonymized video starts at another time (a tool that restarts
@@ -38,14 +48,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, Protocol
 
+import cv2
 import numpy as np
 
 from .config import DetectConfig
 from .detect import FaceDetector, create_detector
-from .embed import SAME_PERSON_L2, FaceEmbedder, align_faces, distance
+from .embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, align_faces, chip_transform, distance, warp_chip
 from .errors import ConfigError, ModelError
 from .io.decode import VideoReader
 from .plan import Plan
+from .track import greedy_match, iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +66,9 @@ EXIT_LEAK = 3  # the CLI's exit code when the report is not ok (1 and 2 keep the
 # High recall: the analyze pass's threshold, but at full resolution (the analyze pass may shrink
 # frames); a false face costs one comparison, a missed face is an unaudited leak.
 DETECT_THRESHOLD = 0.3
-PLAN_IOU = 0.3  # a detection belongs to a plan track when their boxes overlap more than this
+PLAN_IOU = 0.3  # a detection belongs to a plan track when their boxes overlap at least this
 TRACK_IOU = 0.3  # the audit's own tracker (no plan): same face in consecutive frames
-EMBED_BATCH = 32  # faces per embedding call (each face is two chips)
+EMBED_BATCH = 32  # faces per embedding call (each face is three chips: original, anonymized, faceless)
 SUMMARY_RANGES = 12  # timecode ranges listed per identity in the summary
 MatchMode = Literal["auto", "time", "start", "index"]
 MATCH_MODES: tuple[str, ...] = ("auto", "time", "start", "index")
@@ -76,6 +88,7 @@ class AuditLeak:
     identity_id: int | None  # plan identity; the audit's own track id without a plan; None: no plan track
     box: tuple[float, float, float, float]  # xyxy, upright pixels of the original
     distance: float  # L2 between the two descriptors; below the threshold means "same person"
+    baseline: float | None = None  # L2 from the original to the nearest identity-free reference (>= threshold)
 
 
 @dataclass(frozen=True)
@@ -92,10 +105,12 @@ class AuditReport:
     threshold: float
     faces_unchecked: int = 0  # faces in unmatched frames: could not be audited (fail closed)
     faces_small: int = 0  # faces below ``min_face``: not compared (recognisers fail on them too)
+    faces_unrecognisable: int = 0  # faces an identity-free chip already matches: the recogniser cannot judge them
     faces_kept: int = 0  # faces of identities the plan keeps visible
     min_distance: float | None = None  # closest pair seen: how near the output came to leaking
     time_offset: Fraction = Fraction(0)  # anonymized time - original time used for pairing
     match: str = "time"  # how frames were paired: "time", "start" (relative to first frames) or "index"
+    with_plan: bool = False  # identity ids are the plan's (else the audit's own face tracks)
 
     @property
     def ok(self) -> bool:
@@ -129,9 +144,11 @@ class AuditReport:
             "frames_unmatched": self.frames_unmatched,
             "faces_unchecked": self.faces_unchecked,
             "faces_small": self.faces_small,
+            "faces_unrecognisable": self.faces_unrecognisable,
             "faces_kept": self.faces_kept,
             "min_distance": None if self.min_distance is None else round(self.min_distance, 4),
             "match": self.match,
+            "identity_source": "plan" if self.with_plan else "track",
             "time_offset": _frac_str(self.time_offset),
             "identities": [
                 {
@@ -153,6 +170,7 @@ class AuditReport:
                     "identity_id": leak.identity_id,
                     "box": [round(v, 1) for v in leak.box],
                     "distance": round(leak.distance, 4),
+                    "baseline": None if leak.baseline is None else round(leak.baseline, 4),
                 }
                 for leak in self.leaks
             ],
@@ -173,13 +191,18 @@ class AuditReport:
         if self.frames_unmatched:
             frames += f", {self.frames_unmatched} original frames without a partner"
         lines.append(frames)
-        skipped = [(self.faces_small, "too small to recognise"), (self.faces_kept, "kept by the plan"), (self.faces_unchecked, "unchecked")]
+        skipped = [
+            (self.faces_small, "too small"),
+            (self.faces_unrecognisable, "unrecognisable (a blank face already matches them)"),
+            (self.faces_kept, "kept by the plan"),
+            (self.faces_unchecked, "unchecked (no partner frame)"),
+        ]
         if any(n for n, _ in skipped):
             lines.append("  faces not compared: " + ", ".join(f"{n} {why}" for n, why in skipped if n))
         if self.leaks:
             lines.append(f"  leaks: {len(self.leaks)} face-frames ({100 * self.leak_fraction:.1f}%), longest run {self.longest_run} frames")
             for ident, items in self.by_identity().items():
-                name = "unplanned face" if ident is None else f"identity {ident}"
+                name = "face outside the plan" if ident is None else f"identity {ident}" if self.with_plan else f"face {ident}"
                 ranges = _ranges(items)
                 parts = [
                     a.timecode if a is b else f"{a.timecode}-{b.timecode} ({b.frame_index - a.frame_index + 1} frames)" for a, b in ranges
@@ -257,36 +280,6 @@ def _chain(first: TimedFrame, rest: Iterator[TimedFrame]) -> Iterator[TimedFrame
 
 
 # -- geometry and identities ------------------------------------------------------------------
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of xyxy boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-def _greedy_match(iou: np.ndarray, min_iou: float) -> dict[int, int]:
-    """Row -> column pairs, best IoU first, each used once, IoU above ``min_iou``."""
-    out: dict[int, int] = {}
-    used: set[int] = set()
-    if iou.size == 0:
-        return out
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        r, c = divmod(int(flat), iou.shape[1])
-        if iou[r, c] <= min_iou:
-            break
-        if r not in out and c not in used:
-            out[r] = c
-            used.add(c)
-    return out
-
-
 class _IouTracker:
     """Ids for faces across consecutive frames, so leaks group into runs without a plan."""
 
@@ -299,7 +292,7 @@ class _IouTracker:
     def assign(self, frame_index: int, boxes: np.ndarray) -> list[int]:
         ids = [-1] * len(boxes)
         if frame_index == self.prev_frame + 1:
-            for r, c in _greedy_match(iou_matrix(boxes, self.prev_boxes), TRACK_IOU).items():
+            for r, c in greedy_match(iou_matrix(boxes, self.prev_boxes), TRACK_IOU):
                 ids[r] = self.prev_ids[c]
         for i, v in enumerate(ids):
             if v < 0:
@@ -325,8 +318,8 @@ class _PlanIndex:
         entries = self.by_frame.get(frame_index, [])
         out: list[tuple[str, int | None] | None] = [None] * len(boxes)
         if entries and len(boxes):
-            iou = iou_matrix(boxes, np.stack([e[0] for e in entries]))
-            for r, c in _greedy_match(iou, PLAN_IOU).items():
+            iou = iou_matrix(np.asarray(boxes, np.float32), np.stack([e[0] for e in entries]).astype(np.float32))
+            for r, c in greedy_match(iou, PLAN_IOU):
                 out[r] = entries[c][1:]
         return out
 
@@ -340,6 +333,38 @@ def scale_points(points: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int,
     p[..., 0] = (p[..., 0] + 0.5) * sx - 0.5
     p[..., 1] = (p[..., 1] + 0.5) * sy - 0.5
     return p
+
+
+def face_mask(transform: np.ndarray, box: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
+    """Boolean (size,size) mask of the ellipse inscribed in the detector's face ``box``, in chip pixels.
+
+    The box is what the detector calls the face and what every anonymizer is built to cover at
+    the least; ``transform`` (image -> chip, a similarity) maps it into the chip, rotation included.
+    """
+    m = np.asarray(transform, np.float64)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = m @ np.array([(x1 + x2) / 2, (y1 + y2) / 2, 1.0])
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    angle = float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
+    mask = np.zeros((size, size), np.uint8)
+    shift = 4  # cv2 fixed-point bits: sub-pixel centre and axes
+    centre = (int(round(cx * 16)), int(round(cy * 16)))
+    axes = (max(1, int(round(scale * (x2 - x1) / 2 * 16))), max(1, int(round(scale * (y2 - y1) / 2 * 16))))
+    cv2.ellipse(mask, centre, axes, angle, 0, 360, 1, -1, cv2.LINE_8, shift)
+    return mask.astype(bool)
+
+
+def faceless(chip: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The chip with the face (``mask``) filled by its own mean colour: identity-free, context kept.
+
+    What a perfect face-only anonymizer would leave. If the recogniser still matches it to the
+    original, its match comes from context (hair, background, lighting) or from nothing at all,
+    and says nothing about whether the face was anonymized.
+    """
+    out = chip.copy()
+    if mask.any():
+        out[mask] = chip[mask].mean(axis=0).round().astype(np.uint8)
+    return out
 
 
 def timecode(seconds: Fraction) -> str:
@@ -402,8 +427,10 @@ class _Auditor:
         self.chips_a: list[np.ndarray] = []
         self.leaks: list[AuditLeak] = []
         self.leak_frames: dict[Any, set[int]] = {}
-        self.face_frames = self.unchecked = self.small = self.kept = 0
+        self.chips_n: list[np.ndarray] = []
+        self.face_frames = self.unchecked = self.small = self.kept = self.unrecognisable = 0
         self.min_distance: float | None = None
+        self.blank: np.ndarray | None = None  # descriptor of a black chip, computed once
 
     def process(self, pairs: Sequence[tuple[TimedFrame, TimedFrame | None]]) -> None:
         """Detect faces in the originals of ``pairs`` (one uniform-size batch) and queue their chips."""
@@ -435,8 +462,11 @@ class _Auditor:
                     continue
                 lm = d.landmarks[i]
                 lm_a = scale_points(lm, o.image.shape[:2], a.image.shape[:2])
-                self.chips_o.append(align_faces(o.image, lm[None])[0])
+                to_chip = chip_transform(lm)
+                chip = warp_chip(o.image, to_chip)
+                self.chips_o.append(chip)
                 self.chips_a.append(align_faces(a.image, lm_a[None])[0])
+                self.chips_n.append(faceless(chip, face_mask(to_chip, box)))
                 self.pending.append(_Pending(o.index, o.time - self.t0, tuple(float(v) for v in box), ident, key))
         if len(self.pending) >= EMBED_BATCH:
             self.embed()
@@ -446,17 +476,25 @@ class _Auditor:
         if not self.pending:
             return
         n = len(self.pending)
-        desc = self.embedder.embed(np.stack(self.chips_o + self.chips_a))
-        dists = distance(desc[:n], desc[n:])
-        for p, dist in zip(self.pending, dists.tolist()):
+        if self.blank is None:
+            self.blank = self.embedder.embed(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), np.uint8))[0]
+        desc = self.embedder.embed(np.stack(self.chips_o + self.chips_a + self.chips_n))
+        orig, anon, null = desc[:n], desc[n : 2 * n], desc[2 * n :]
+        dists = distance(orig, anon)
+        baselines = np.minimum(distance(orig, null), distance(orig, self.blank))
+        for p, dist, base in zip(self.pending, dists.tolist(), baselines.tolist()):
+            if base < self.threshold:
+                self.unrecognisable += 1
+                continue
             self.face_frames += 1
             self.min_distance = dist if self.min_distance is None else min(self.min_distance, dist)
             if dist < self.threshold:
-                self.leaks.append(AuditLeak(p.frame_index, p.time, timecode(p.time), p.identity_id, p.box, dist))
+                self.leaks.append(AuditLeak(p.frame_index, p.time, timecode(p.time), p.identity_id, p.box, dist, base))
                 self.leak_frames.setdefault(p.run_key, set()).add(p.frame_index)
         self.pending.clear()
         self.chips_o.clear()
         self.chips_a.clear()
+        self.chips_n.clear()
 
 
 def audit(
@@ -545,8 +583,10 @@ def audit(
         threshold=float(threshold),
         faces_unchecked=auditor.unchecked,
         faces_small=auditor.small,
+        faces_unrecognisable=auditor.unrecognisable,
         faces_kept=auditor.kept,
         min_distance=auditor.min_distance,
         time_offset=offset,
         match=match if match != "auto" else ("start" if offset else "time"),
+        with_plan=plan is not None,
     )

@@ -128,3 +128,16 @@ def test_faces_command_writes_contact_sheet(sample_clip, tmp_path):
     assert (tmp_path / "sheet" / "contact_sheet.png").is_file()
     assert (tmp_path / "sheet" / "identity_0.png").is_file()
     assert "00:00:00:00" in r.output
+
+
+def test_audit_command_exit_codes(sample_clip, tmp_path):
+    src = sample_clip[0]
+    blurred = tmp_path / "blurred.mp4"
+    assert invoke("run", str(src), "-o", str(blurred), "--progress", "none").exit_code == 0
+    r = invoke("audit", str(src), str(blurred), "--json", str(tmp_path / "a.json"), "--progress", "none")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a.json").read_text())["leaks"] == []
+    copy = tmp_path / "copy.mp4"
+    shutil.copy(src, copy)
+    r = invoke("audit", str(src), str(copy), "--progress", "none")
+    assert r.exit_code == 3, r.output
