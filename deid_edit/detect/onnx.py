@@ -24,6 +24,24 @@ PROVIDERS = {
 }
 
 
+def conflicting_runtimes() -> bool:
+    """True when both ONNX Runtime builds are installed: they share one module and break each other.
+
+    pip extras cannot remove a base dependency, so ``pip install 'deid-edit[gpu]'`` brings
+    onnxruntime-gpu *next to* onnxruntime; the README's GPU set-up removes the CPU build.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = 0
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            version(dist)
+            found += 1
+        except PackageNotFoundError:
+            pass
+    return found > 1
+
+
 def available_devices() -> list[str]:
     """Device names this ONNX Runtime build can run on, best first."""
     import onnxruntime as ort
@@ -60,6 +78,8 @@ def make_session(model_path: Path, device: str = "auto", threads: int = 0) -> An
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    if conflicting_runtimes():
+        log.warning("both onnxruntime and onnxruntime-gpu are installed; keep one: pip uninstall -y onnxruntime")
     providers = choose_providers(device)
     try:
         session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
