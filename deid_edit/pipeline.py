@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
+import numpy as np
 
 from . import __version__
 from .config import AnalyzeConfig, EncodeConfig, IdentityConfig, RenderConfig
@@ -154,13 +155,21 @@ def default_output(video: Path) -> Path:
     return video.with_name(f"{video.stem}.anon{video.suffix}")
 
 
-def apply_selection(plan: Plan, selection: Selection | None, cfg: IdentityConfig | None = None) -> tuple[Plan, SelectionReport | None]:
+def selection_references(selection: Selection | None) -> np.ndarray | None:
+    """Descriptors of the --keep/--only photos (an unusable photo fails here, before any analysis)."""
+    photos = (selection.keep_photos or selection.only_photos) if selection else ()
+    return reference_descriptors(photos) if photos else None
+
+
+def apply_selection(
+    plan: Plan, selection: Selection | None, cfg: IdentityConfig | None = None, refs: np.ndarray | None = None
+) -> tuple[Plan, SelectionReport | None]:
     """The plan with each identity's action set from --keep/--only (photos or ids), failing closed."""
     if not selection:
         return plan, None
     cfg = cfg or IdentityConfig()
-    photos = selection.keep_photos or selection.only_photos
-    refs = reference_descriptors(photos) if photos else None
+    if refs is None:
+        refs = selection_references(selection)
     identities, report = select(plan.identities, plan.tracks, selection, cfg, refs)
     log.info("kept identities %s; anonymized %s (%d not identifiable)", report.kept, report.anonymized, len(report.unreliable))
     return replace(plan, identities=tuple(identities)), report
@@ -248,10 +257,9 @@ def run(
     out = Path(output) if output else default_output(video)
     ecfg = encode_cfg or EncodeConfig()
     check_output(video, out, ecfg.force)  # fail before the long analysis
-    if selection:  # bad photos fail before the long analysis
-        apply_selection(replace(Plan(probe(video), (), (), (), ()), identities=()), selection)
+    refs = selection_references(selection)  # bad photos fail before the long analysis
     plan = analyze(video, analyze_cfg, progress, detector)
-    plan, _ = apply_selection(plan, selection, (analyze_cfg or AnalyzeConfig()).identity)
+    plan, _ = apply_selection(plan, selection, (analyze_cfg or AnalyzeConfig()).identity, refs)
     if plan_out:
         save_plan(plan, plan_out)
     return render(video, plan, out, render_cfg, ecfg, progress), plan

@@ -141,3 +141,33 @@ def test_audit_command_exit_codes(sample_clip, tmp_path):
     shutil.copy(src, copy)
     r = invoke("audit", str(src), str(copy), "--progress", "none")
     assert r.exit_code == 3, r.output
+
+
+def test_run_keep_photo_keeps_only_that_person(sample_clip, tmp_path):
+    """--keep with Grace Hopper's photo: her face stays, the astronaut of shot 2 is masked."""
+    from deid_edit.sample import GRACE_HOPPER, photo_path
+
+    src, truth = sample_clip
+    out = tmp_path / "keep.mp4"
+    r = invoke(
+        "run",
+        str(src),
+        "-o",
+        str(out),
+        "--mode",
+        "solid",
+        "--color",
+        "255,0,255",
+        "--keep",
+        str(photo_path(GRACE_HOPPER)),
+        "--progress",
+        "none",
+    )
+    assert r.exit_code == 0, r.output
+    with av.open(str(out)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            img = frame.to_ndarray(format="rgb24").astype(int)
+            x1, y1, x2, y2 = truth.faces[i][0].astype(int)
+            core = img[(y1 + y2) // 2 - 10 : (y1 + y2) // 2 + 10, (x1 + x2) // 2 - 10 : (x1 + x2) // 2 + 10]
+            magenta = ((core[..., 0] > 200) & (core[..., 1] < 60) & (core[..., 2] > 200)).mean()
+            assert (magenta == 0.0) if i < truth.cut_frame else (magenta > 0.95), (i, magenta)
