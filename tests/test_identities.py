@@ -4,6 +4,7 @@ reference photos, and the real-footage choices (keep one of two men; keep Lin-Ma
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import av
 import cv2
@@ -138,3 +139,21 @@ def test_keep_lin_manuel_miranda_on_hamilton():
         for r in kept_plan.regions_at(f):
             assert r.track_id not in kept_tracks
     assert sum(len(kept_plan.regions_at(f)) for f in range(plan.frame_count)) > 0.7 * plan.face_frames()
+
+
+@pytest.mark.media
+def test_linking_on_interleaved_real_shots(tmp_path):
+    """Five people from the real footage, twelve shots, people returning: tracks -> identities."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from identities import PEOPLE, build_multishot, scores
+
+    for name in PEOPLE:
+        footage(name)
+    clip = tmp_path / "multishot.mp4"
+    shots = build_multishot(clip)
+    r = scores(analyze(clip), shots)
+    assert r["people"] == 5
+    for key in ("pair_precision", "pair_recall", "bcubed_precision", "bcubed_recall"):
+        assert r[key] >= 0.95, r
