@@ -38,6 +38,7 @@ class DetectConfig:
     batch_size: int = 0  # frames per inference; 0 = 2 on the CPU (larger is slower there), 16 on a GPU
     device: str = "auto"
     threads: int = 0  # ONNX Runtime intra-op threads, 0 = all cores
+    sweep_every: int = 3  # in busy scenes, also detect at full resolution every N frames (0 = never)
 
     def __post_init__(self) -> None:
         _check(0.01 <= self.threshold <= 0.99, "--threshold", self.threshold, "a number in 0.01..0.99")

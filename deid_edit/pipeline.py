@@ -19,14 +19,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from . import __version__
-from .config import AnalyzeConfig, EncodeConfig, IdentityConfig, RenderConfig
+from .config import AnalyzeConfig, DetectConfig, EncodeConfig, IdentityConfig, RenderConfig
 from .detect import FaceDetector, create_detector
+from .detect.centerface import nms
 from .errors import DeidError, EncodeError, InputError, PlanError
 from .identities import (
     DescriptorSampler,
@@ -47,11 +49,58 @@ from .render.shapes import to_coded
 from .shots import ShotDetector, load_cut_list
 from .smooth import complete_tracks
 from .track import RawTrack, track_video
-from .types import FrameDetections, Track
+from .types import Frame, FrameDetections, Track
 
 log = logging.getLogger(__name__)
 
 LOW_SCORE_FACTOR = 0.5  # low-score detections (for continuing tracks) go down to this x threshold
+BUSY_FACES = 3  # a frame with this many faces, or with a face under 2x --min-face, is a busy scene
+BUSY_HOLD = 2  # seconds a busy scene keeps the full-resolution sweep on
+
+
+class SmallFaceSweep:
+    """Full-resolution detection every few frames while the scene is busy (several or small faces).
+
+    Detecting at a reduced scale is what keeps a talking head fast, but it misses the distant faces
+    of a crowd. Where the reduced-scale pass sees a crowd or small faces, every ``sweep_every``-th
+    frame is also searched at full resolution; faces found only there become tracks whose missing
+    frames are filled and extended like any other (so late discovery still covers earlier frames).
+    """
+
+    def __init__(self, detector: FaceDetector, cfg: DetectConfig, scale: float, low: float, rate: Fraction) -> None:
+        self.detector, self.cfg, self.scale, self.low = detector, cfg, scale, low
+        self.hold = max(1, int(round(float(rate) * BUSY_HOLD)))
+        self.busy_until = -1
+        self.frames = 0  # frames swept, for the record
+        self.pending: tuple[int, FrameDetections] | None = None
+
+    def run(self, frame: Frame, detections: list[FrameDetections]) -> None:
+        """Update the busy state from recent detections; sweep ``frame`` if busy; merge in place."""
+        for det in detections[-self.cfg.sweep_every :]:
+            sure = det.scores >= self.cfg.threshold
+            sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])[sure]
+            if sure.sum() >= BUSY_FACES or (sides < 2 * self.cfg.min_face).any():
+                self.busy_until = det.frame_index + self.hold
+        if frame.full is None or frame.index > self.busy_until:
+            return
+        self.frames += 1
+        (full,) = self.detector.detect([frame.full], [frame.index], 1.0, self.low)
+        self.pending = (frame.index, full)
+
+    def merge(self, det: FrameDetections) -> FrameDetections:
+        """``det`` with the sweep's faces of the same frame added (duplicates suppressed)."""
+        pending = self.pending
+        if pending is None or pending[0] != det.frame_index or not len(pending[1]):
+            return det
+        self.pending = None
+        extra = pending[1]
+        boxes = np.concatenate([det.boxes, extra.boxes])
+        scores = np.concatenate([det.scores, extra.scores])
+        keep = nms(boxes, scores, 0.3)
+        lms = None
+        if det.landmarks is not None and extra.landmarks is not None:
+            lms = np.concatenate([det.landmarks, extra.landmarks])[keep]
+        return FrameDetections(det.frame_index, boxes[keep], scores[keep], lms)
 
 
 def analyze(
@@ -77,7 +126,7 @@ def analyze(
 
     def flush() -> None:
         if batch_idx:
-            found = detector.detect(batch_imgs, batch_idx, scale, low)
+            found = [sweep.merge(d) for d in detector.detect(batch_imgs, batch_idx, scale, low)]
             if sampler is not None:
                 for img, det in zip(batch_imgs, found):
                     sampler.add(img, det, scale, cfg.detect.threshold)
@@ -85,9 +134,13 @@ def analyze(
             batch_imgs.clear()
             batch_idx.clear()
 
-    reader = VideoReader(video, scale=scale)
+    sweep = SmallFaceSweep(detector, cfg.detect, scale, low, info.avg_rate)
+    reader = VideoReader(video, scale=scale, full_every=cfg.detect.sweep_every if scale < 1.0 else 0)
     for frame in reader.frames():
         shots.push(frame.index, frame.image)
+        if frame.full is not None:
+            flush()  # the sweep reads the busy-scene state of the frames before this one
+            sweep.run(frame, detections)
         if batch_imgs and batch_imgs[0].shape != frame.image.shape:
             flush()  # resolution change mid-stream: batches must be uniform
         batch_imgs.append(frame.image)

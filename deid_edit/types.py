@@ -47,6 +47,7 @@ class Frame:
     pts: int | None
     time_base: Fraction
     image: np.ndarray  # (H, W, 3) uint8 RGB
+    full: np.ndarray | None = None  # full-resolution upright RGB, on small-face sweep frames only
 
 
 @dataclass(frozen=True)

@@ -143,10 +143,12 @@ class VideoReader:
         copy_streams: tuple[int, ...] = (),
         queue_size: int = 12,
         expected_frames: int = 0,
+        full_every: int = 0,
     ) -> None:
         self.path = Path(path)
         self.info = probe(self.path)
         self.scale = scale
+        self.full_every = full_every  # also hand out the full-resolution frame every N frames
         self.copy_streams = copy_streams
         self.expected_frames = expected_frames or self.info.frame_count
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
@@ -174,9 +176,13 @@ class VideoReader:
         else:
             rgb = frame.to_ndarray(format="rgb24")
         k = upright_k(self.info.rotation)
+        full = None
+        if self.full_every and self.scale != 1.0 and index % self.full_every == 0:
+            full = frame.to_ndarray(format="rgb24")
+            full = np.ascontiguousarray(np.rot90(full, k)) if k else full
         if k:
             rgb = np.ascontiguousarray(np.rot90(rgb, k))
-        return Frame(index, frame.pts, Fraction(frame.time_base or self.info.time_base), rgb)
+        return Frame(index, frame.pts, Fraction(frame.time_base or self.info.time_base), rgb, full)
 
     def _run(self, raw: bool) -> None:
         try:
