@@ -91,3 +91,35 @@ def test_smoothing_never_shrinks_below_detection():
     (t,) = complete_tracks(track_video(dets(40, faces), shots, cfg, 0.5), shots, cfg)
     raw = np.asarray([faces[f][0][:4] for f in range(40)], np.float32)
     assert np.all(t.boxes[:, :2] <= raw[:, :2] + 1e-4) and np.all(t.boxes[:, 2:] >= raw[:, 2:] - 1e-4)
+
+
+def test_small_face_sweep_only_in_busy_scenes():
+    """Busy scenes (several or small faces) get a full-resolution pass whose extra faces are merged."""
+    from fractions import Fraction
+
+    from deid_edit.config import DetectConfig
+    from deid_edit.pipeline import SmallFaceSweep
+    from deid_edit.types import Frame
+
+    class Stub:
+        calls = 0
+
+        def detect(self, images, indices, scale, threshold):
+            Stub.calls += 1
+            box = np.array([[500, 500, 520, 524], [100, 100, 200, 220]], np.float32)  # a tiny face + a known one
+            return [FrameDetections(indices[0], box, np.array([0.8, 0.9], np.float32), np.zeros((2, 5, 2), np.float32))]
+
+    cfg = DetectConfig()
+    sweep = SmallFaceSweep(Stub(), cfg, 0.5, 0.15, Fraction(25))
+    big = FrameDetections(2, np.array([[100, 100, 200, 220]], np.float32), np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32))
+    full = np.zeros((8, 8, 3), np.uint8)
+    sweep.run(Frame(3, 3, Fraction(1, 25), full[:4, :4], full), [big])
+    assert Stub.calls == 0, "one large face is not a busy scene"
+    crowd = FrameDetections(
+        5, np.array([[0, 0, 50, 60], [100, 0, 150, 60], [200, 0, 250, 60]], np.float32), np.full(3, 0.9, np.float32), None
+    )
+    sweep.run(Frame(6, 6, Fraction(1, 25), full[:4, :4], full), [crowd])
+    assert Stub.calls == 1
+    merged = sweep.merge(FrameDetections(6, big.boxes, big.scores, big.landmarks))
+    assert len(merged) == 2, "the duplicate of the known face is suppressed, the tiny face added"
+    assert sweep.merge(big) is big  # nothing pending for another frame
