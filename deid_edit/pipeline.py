@@ -67,15 +67,15 @@ class SmallFaceSweep:
     frames are filled and extended like any other (so late discovery still covers earlier frames).
     """
 
-    def __init__(self, detector: FaceDetector, cfg: DetectConfig, scale: float, low: float, rate: Fraction) -> None:
-        self.detector, self.cfg, self.scale, self.low = detector, cfg, scale, low
+    def __init__(self, detector: FaceDetector, cfg: DetectConfig, low: float, rate: Fraction) -> None:
+        self.detector, self.cfg, self.low = detector, cfg, low
         self.hold = max(1, int(round(float(rate) * BUSY_HOLD)))
         self.busy_until = -1
         self.frames = 0  # frames swept, for the record
         self.pending: tuple[int, FrameDetections] | None = None
 
     def run(self, frame: Frame, detections: list[FrameDetections]) -> None:
-        """Update the busy state from recent detections; sweep ``frame`` if busy; merge in place."""
+        """Update the busy state from recent detections; sweep ``frame`` if busy (merged by ``merge``)."""
         for det in detections[-self.cfg.sweep_every :]:
             sure = det.scores >= self.cfg.threshold
             sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])[sure]
@@ -134,7 +134,7 @@ def analyze(
             batch_imgs.clear()
             batch_idx.clear()
 
-    sweep = SmallFaceSweep(detector, cfg.detect, scale, low, info.avg_rate)
+    sweep = SmallFaceSweep(detector, cfg.detect, low, info.avg_rate)
     reader = VideoReader(video, scale=scale, full_every=cfg.detect.sweep_every if scale < 1.0 else 0)
     for frame in reader.frames():
         shots.push(frame.index, frame.image)

@@ -110,7 +110,7 @@ def test_small_face_sweep_only_in_busy_scenes():
             return [FrameDetections(indices[0], box, np.array([0.8, 0.9], np.float32), np.zeros((2, 5, 2), np.float32))]
 
     cfg = DetectConfig()
-    sweep = SmallFaceSweep(Stub(), cfg, 0.5, 0.15, Fraction(25))
+    sweep = SmallFaceSweep(Stub(), cfg, 0.15, Fraction(25))
     big = FrameDetections(2, np.array([[100, 100, 200, 220]], np.float32), np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32))
     full = np.zeros((8, 8, 3), np.uint8)
     sweep.run(Frame(3, 3, Fraction(1, 25), full[:4, :4], full), [big])
