@@ -55,8 +55,9 @@ from .config import DetectConfig
 from .detect import FaceDetector, create_detector
 from .embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, align_faces, chip_transform, distance, warp_chip
 from .errors import ConfigError, ModelError
+from .faces import clock
 from .io.decode import VideoReader
-from .plan import Plan
+from .plan import Plan, frac_str
 from .track import greedy_match, iou_matrix
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class AuditReport:
             "min_distance": None if self.min_distance is None else round(self.min_distance, 4),
             "match": self.match,
             "identity_source": "plan" if self.with_plan else "track",
-            "time_offset": _frac_str(self.time_offset),
+            "time_offset": frac_str(self.time_offset),
             "identities": [
                 {
                     "identity_id": ident,
@@ -164,7 +165,7 @@ class AuditReport:
             "leaks": [
                 {
                     "frame": leak.frame_index,
-                    "time": _frac_str(leak.time),
+                    "time": frac_str(leak.time),
                     "seconds": round(float(leak.time), 6),
                     "timecode": leak.timecode,
                     "identity_id": leak.identity_id,
@@ -368,16 +369,8 @@ def faceless(chip: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def timecode(seconds: Fraction) -> str:
-    """HH:MM:SS.mmm, rounded to the millisecond."""
-    ms = max(0, round(seconds * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
-def _frac_str(x: Fraction) -> str:
-    return f"{x.numerator}/{x.denominator}"
+    """HH:MM:SS.mmm, rounded to the millisecond (negative offsets clamp to zero)."""
+    return clock(max(Fraction(seconds), Fraction(0)))
 
 
 def _ranges(leaks: Sequence[AuditLeak]) -> list[tuple[AuditLeak, AuditLeak]]:

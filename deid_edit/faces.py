@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, EncodeError
+from .identities import frontality
 from .io.decode import VideoReader
 from .plan import TOP_EXTRA, Plan
 from .progress import NullProgress, ProgressSink
@@ -113,27 +114,6 @@ def clock(seconds: Fraction | None) -> str:
 
 
 # -- choosing the best frames from the plan ---------------------------------------------------
-
-
-def frontality(landmarks: np.ndarray | None, count: int) -> np.ndarray:
-    """Per sample, 1 for a frontal face down to 0 for a profile, from 5-point landmarks.
-
-    A turned head moves the nose towards one eye (in image x); a face that is upside down or whose
-    landmarks are nonsense (nose not between eyes and mouth in y) counts half. Without landmarks
-    every sample gets a neutral 0.5, so size and score decide.
-    """
-    if landmarks is None or len(landmarks) != count:
-        return np.full(count, 0.5)
-    lm = np.asarray(landmarks, np.float64)
-    le, re, nose = lm[:, 0], lm[:, 1], lm[:, 2]
-    dx = re[:, 0] - le[:, 0]
-    ok = dx > 1e-3
-    t = np.where(ok, (nose[:, 0] - le[:, 0]) / np.where(ok, dx, 1.0), 0.0)
-    f = np.where(ok, np.clip(1.0 - 2.0 * np.abs(t - 0.5), 0.0, 1.0), 0.0)
-    eye_y = (le[:, 1] + re[:, 1]) / 2
-    mouth_y = (lm[:, 3, 1] + lm[:, 4, 1]) / 2
-    upright = (eye_y < nose[:, 1]) & (nose[:, 1] < mouth_y)
-    return np.where(upright, f, 0.5 * f)
 
 
 def _sample_terms(track: Track, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

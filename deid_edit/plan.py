@@ -107,7 +107,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         video = asdict(self.video)
         for key in ("time_base", "avg_rate", "duration"):
-            video[key] = _frac_str(video[key])
+            video[key] = frac_str(video[key])
         return {
             "schema": SCHEMA,
             "generator": self.generator,
@@ -162,7 +162,7 @@ class Plan:
             )
 
 
-def _frac_str(x: Fraction) -> str:
+def frac_str(x: Fraction) -> str:
     return f"{x.numerator}/{x.denominator}"
 
 
