@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--lfw", type=Path, default=LFW, help="folder with pairs.txt and lfw_deepfunneled/")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for the accuracy pass (0 = all cores)")
     ap.add_argument("--no-speed", action="store_true", help="skip the one-core timing")
+    ap.add_argument("--recognizer", choices=["fast", "exact"], default="fast", help="recognizer build (default fast, the analysis default)")
     args = ap.parse_args()
 
     pairs, same, fold = read_pairs(args.lfw / "pairs.txt")
@@ -129,13 +130,14 @@ def main() -> None:
     t_detect = time.perf_counter() - t0
     chips = np.concatenate([align_faces(images[k], marks[k][None]) for k in keys])
     t0 = time.perf_counter()
-    embedder = FaceEmbedder(device="cpu", threads=args.threads, batch_size=32)
+    embedder = FaceEmbedder(device="cpu", threads=args.threads, batch_size=32, recognizer=args.recognizer)
     emb = dict(zip(keys, embedder.embed(chips)))
     t_embed = time.perf_counter() - t0
 
     dist = np.array([distance(emb[a], emb[b]) for a, b in pairs])
     accs, thresholds = ten_fold(dist, same, fold)
     fixed = np.mean((dist < SAME_PERSON_L2) == same)
+    print(f"recognizer {args.recognizer} ({embedder.name})")
     print(f"LFW 10-fold ({len(pairs)} pairs, {len(keys)} images; detect {t_detect:.0f} s, embed {t_embed:.0f} s)")
     print(f"  accuracy            {accs.mean() * 100:.2f}% ± {accs.std() * 100:.2f}  (folds: {' '.join(f'{a * 100:.1f}' for a in accs)})")
     print(f"  L2 threshold        {thresholds.mean():.3f} (folds {thresholds.min():.3f}..{thresholds.max():.3f})")
@@ -148,7 +150,7 @@ def main() -> None:
     print(f"  wrong pairs         {len(wrong)} ({touched} involve a detection failure)")
 
     if not args.no_speed:
-        one_core = FaceEmbedder(device="cpu", threads=1)
+        one_core = FaceEmbedder(device="cpu", threads=1, recognizer=args.recognizer)
         sample = chips[:256]
         for batch in (1, 32):
             med, best = ms_per_face(one_core, sample[: 64 if batch == 1 else 256], batch)

@@ -85,6 +85,9 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", help="auto, cpu, cuda[:N], tensorrt, coreml, directml."),
         click.option("--threads", type=int, help="ONNX Runtime threads (0 = all cores)."),
         click.option(
+            "--recognizer", type=click.Choice(["fast", "exact"]), help="Face recognizer: fast (int8, default) or exact (float32)."
+        ),
+        click.option(
             "--shots-from", "cut_list", type=click.Path(dir_okay=False), help="Cut list from the editor (EDL, OTIO, CSV of timecodes)."
         ),
     ]

@@ -107,10 +107,12 @@ class IdentityConfig:
     link_threshold: float = 0.55  # L2 between track descriptors to call them one person
     keep_threshold: float = 0.5  # --keep: stricter than linking (a wrong keep exposes someone)
     only_threshold: float = 0.65  # --only: looser (a wrong match only hides one more face)
+    recognizer: str = "fast"  # embed.RECOGNIZERS: fast (int8) or exact (float32, verified against dlib)
 
     def __post_init__(self) -> None:
         _check(self.every >= 1, "--embed-every", self.every, "1 or more frames")
         _check(0.1 < self.link_threshold < 1.5, "--link-threshold", self.link_threshold, "a distance in 0.1..1.5")
+        _check(self.recognizer in ("fast", "exact"), "--recognizer", self.recognizer, "fast or exact")
         _check(self.keep_threshold <= self.only_threshold, "--keep-threshold", self.keep_threshold, "at most the --only threshold")
 
 

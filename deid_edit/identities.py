@@ -62,7 +62,7 @@ class DescriptorSampler:
         from .embed import FaceEmbedder, align_faces
 
         self.cfg = cfg
-        self.embedder = embedder or FaceEmbedder()
+        self.embedder = embedder or FaceEmbedder(recognizer=cfg.recognizer)
         self._align = align_faces
         self._chips: list[np.ndarray] = []
         self._keys: list[tuple[int, int]] = []
@@ -171,13 +171,16 @@ class SelectionReport:
     unreliable: tuple[int, ...]  # anonymized because they could not be identified reliably
 
 
-def reference_descriptors(photos: Sequence[str], embedder: object | None = None, detector: object | None = None) -> np.ndarray:
-    """One descriptor per photo: its largest face, found at full resolution."""
+def reference_descriptors(
+    photos: Sequence[str], embedder: object | None = None, detector: object | None = None, recognizer: str = "fast"
+) -> np.ndarray:
+    """One descriptor per photo: its largest face, found at full resolution, embedded by ``recognizer``
+    (the one that made the track descriptors they are compared with)."""
     from .config import DetectConfig
     from .detect import create_detector
     from .embed import FaceEmbedder, align_faces
 
-    embedder = embedder or FaceEmbedder()
+    embedder = embedder or FaceEmbedder(recognizer=recognizer)
     detector = detector or create_detector(DetectConfig())
     out = []
     for photo in photos:

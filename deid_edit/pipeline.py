@@ -208,10 +208,16 @@ def default_output(video: Path) -> Path:
     return video.with_name(f"{video.stem}.anon{video.suffix}")
 
 
-def selection_references(selection: Selection | None) -> np.ndarray | None:
-    """Descriptors of the --keep/--only photos (an unusable photo fails here, before any analysis)."""
+def selection_references(selection: Selection | None, recognizer: str = "fast") -> np.ndarray | None:
+    """Descriptors of the --keep/--only photos (an unusable photo fails here, before any analysis),
+    made by ``recognizer``: the one that made the plan's track descriptors."""
     photos = (selection.keep_photos or selection.only_photos) if selection else ()
-    return reference_descriptors(photos) if photos else None
+    return reference_descriptors(photos, recognizer=recognizer) if photos else None
+
+
+def plan_recognizer(plan: Plan) -> str:
+    """The recognizer that made the plan's descriptors (plans older than the choice used the exact one)."""
+    return str(plan.config.get("identity", {}).get("recognizer", "exact"))
 
 
 def apply_selection(
@@ -222,7 +228,7 @@ def apply_selection(
         return plan, None
     cfg = cfg or IdentityConfig()
     if refs is None:
-        refs = selection_references(selection)
+        refs = selection_references(selection, plan_recognizer(plan))
     identities, report = select(plan.identities, plan.tracks, selection, cfg, refs)
     log.info("kept identities %s; anonymized %s (%d not identifiable)", report.kept, report.anonymized, len(report.unreliable))
     return replace(plan, identities=tuple(identities)), report
@@ -310,7 +316,7 @@ def run(
     out = Path(output) if output else default_output(video)
     ecfg = encode_cfg or EncodeConfig()
     check_output(video, out, ecfg.force)  # fail before the long analysis
-    refs = selection_references(selection)  # bad photos fail before the long analysis
+    refs = selection_references(selection, (analyze_cfg or AnalyzeConfig()).identity.recognizer)  # bad photos fail before the long analysis
     plan = analyze(video, analyze_cfg, progress, detector)
     plan, _ = apply_selection(plan, selection, (analyze_cfg or AnalyzeConfig()).identity, refs)
     if plan_out:

@@ -31,8 +31,21 @@ MIN_COSINE = 0.9999
 
 
 @pytest.fixture(scope="module")
-def embedder() -> FaceEmbedder:
-    return FaceEmbedder(device="cpu")
+def exact() -> FaceEmbedder:
+    """The float32 build: the one verified against dlib."""
+    return FaceEmbedder(device="cpu", recognizer="exact")
+
+
+@pytest.fixture(scope="module")
+def fast() -> FaceEmbedder:
+    """The int8 build the analysis uses by default."""
+    return FaceEmbedder(device="cpu", recognizer="fast")
+
+
+@pytest.fixture(scope="module", params=["fast", "exact"])
+def embedder(request, fast, exact) -> FaceEmbedder:
+    """Both builds: every same/different-person test must hold for each."""
+    return fast if request.param == "fast" else exact
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +84,7 @@ def dlib_model_file(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models" / name
 
 
-def test_onnx_matches_dlib_on_100_faces(embedder):
+def test_onnx_matches_dlib_on_100_faces(exact):
     """dlib's descriptor and ours for the same 150x150 chip, made by dlib's own pipeline (HOG
     detector, 5-point shape predictor, get_face_chip), agree to cosine >= 0.9999 on every face."""
     dlib = pytest.importorskip("dlib", reason="needs dlib (pip install 'deid-edit[convert]')")
@@ -88,11 +101,33 @@ def test_onnx_matches_dlib_on_100_faces(embedder):
             chips.append(np.asarray(dlib.get_face_chip(img, predictor(img, dets[0]), size=CHIP_SIZE, padding=0.25)))
     assert len(chips) >= 100, f"dlib found faces in only {len(chips)} of {len(photos)} photos"
     theirs = np.stack([np.asarray(recognizer.compute_face_descriptor(c), np.float64) for c in chips])
-    ours = embedder.embed(np.stack(chips)).astype(np.float64)
+    ours = exact.embed(np.stack(chips)).astype(np.float64)
     cosine = np.sum(theirs * ours, axis=1) / (np.linalg.norm(theirs, axis=1) * np.linalg.norm(ours, axis=1))
     worst = int(np.argmin(cosine))
     assert cosine[worst] >= MIN_COSINE, f"cosine {cosine[worst]:.6f} on chip {worst} of {len(chips)}"
     assert np.abs(np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1) - 1).max() < 1e-3  # same scale, not just direction
+
+
+def test_fast_build_stays_close_to_the_exact_one(exact, fast, detector):
+    """The int8 build's descriptors on 60 real LFW faces stay close to the float32 ones, well under
+    the 0.6 same-person threshold, and never flip a same/different decision between two faces that
+    the exact build puts clearly (0.1) on one side."""
+    lfw = sorted(shared_faces("lfw", "lfw_deepfunneled").glob("*/*_0002.jpg"))
+    chips = []
+    for path in lfw[:: max(1, len(lfw) // 60)][:60]:
+        img = read_rgb(path)
+        (det,) = detector.detect([img], [0], 1.0, 0.35)
+        if len(det):
+            chips.append(align_faces(img, det.landmarks[:1])[0])
+    assert len(chips) >= 50
+    a, b = exact.embed(np.stack(chips)), fast.embed(np.stack(chips))
+    err = distance(a, b)
+    assert err.mean() < 0.06 and err.max() < 0.12, f"int8 vs float32 L2: mean {err.mean():.3f}, max {err.max():.3f}"
+    da = distance(a[:, None], a[None])
+    db = distance(b[:, None], b[None])
+    clear = np.abs(da - SAME_PERSON_L2) > 0.1
+    assert np.array_equal((da < SAME_PERSON_L2)[clear], (db < SAME_PERSON_L2)[clear])
+    assert fast.name != exact.name
 
 
 # --- (b) without dlib ------------------------------------------------------------------------
