@@ -24,12 +24,26 @@ demo: install
 	$(VENV)/bin/deid-edit run $(DEMO_DIR)/sample.mp4 -o $(DEMO_DIR)/sample.anon.mp4 --force --save-plan $(DEMO_DIR)/sample.deid.json
 	@echo "Anonymized clip: $(abspath $(DEMO_DIR)/sample.anon.mp4) (plan: $(abspath $(DEMO_DIR)/sample.deid.json))"
 
-test: install
-	$(PY) -m ruff check deid_edit tests benchmarks tools
+# Blender as a Python module (PyPI bpy; 5.0.x needs Python 3.11, ~1 GB) for tests/test_blender_addon.py, apart from .venv
+BPY_PYTHON ?= python3.11
+BPY_VERSION ?= 5.0.1
+BPY_VENV := .venv-bpy
+BPY_STAMP := $(BPY_VENV)/.bpy-$(BPY_VERSION)-installed
+
+.PHONY: bpy-venv
+bpy-venv: $(BPY_STAMP)
+
+$(BPY_STAMP):
+	$(BPY_PYTHON) -m venv $(BPY_VENV)
+	$(BPY_VENV)/bin/python -m pip install -q bpy==$(BPY_VERSION)
+	touch $(BPY_STAMP)
+
+test: install bpy-venv
+	$(PY) -m ruff check deid_edit tests benchmarks tools plugins
 	$(PY) -m pytest
 
 bench: install
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(BPY_VENV) build dist *.egg-info
