@@ -67,7 +67,7 @@ class ShotConfig:
     enabled: bool = True
     cut_list: str | None = None  # an editor's EDL/OTIO/CSV; replaces detection
     adaptive_threshold: float = 3.0
-    min_content: float = 15.0
+    min_content: float = 30.0  # content score a cut needs: footage max on non-cuts 27.7, min on real cuts 47.9
     fade_threshold: float = 8.0  # mean pixel level under which a frame counts as black (fades)
     min_shot_len: int = 8  # frames
 
@@ -102,6 +102,8 @@ class IdentityConfig:
     enabled: bool = True
     every: int = 3  # embed sampled detections every N frames
     min_face: int = 32  # pixels; smaller faces are not identifiable (and never kept)
+    min_frontality: float = 0.2  # identities.frontality: 0 = profile; turned-away faces give unreliable descriptors
+    min_contrast: float = 10.0  # grey-level std of the chip's eyes-to-mouth area; below it a face is too dark/flat to identify
     min_samples: int = 2  # descriptors needed before a track counts as identifiable
     max_samples: int = 8  # best samples averaged per track
     link_threshold: float = 0.55  # L2 between track descriptors to call them one person

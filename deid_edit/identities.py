@@ -48,6 +48,22 @@ def frontality(landmarks: np.ndarray | None, count: int) -> np.ndarray:
     return np.where(upright, f, 0.5 * f)
 
 
+# The eyes-to-mouth area of a 150x150 chip (embed.CHIP_TEMPLATE: eyes at y 46, mouth at y 105).
+_CONTRAST_AREA = (slice(35, 125), slice(35, 115))
+
+
+def chip_contrast(chip: np.ndarray) -> float:
+    """Grey-level standard deviation (0..255 scale) of a chip's eyes-to-mouth area.
+
+    Why: a face in deep shadow or a dim, defocused crowd gives an almost uniform chip, and the
+    recognizer maps all such chips close to each other (two black faces measure ~0.1 apart, a
+    "same person" by far). Those descriptors say "dark", not "who". On LFW photos the 1st
+    percentile is ~22; the dim audience of hamilton_stage.mp4 is 1-9.
+    """
+    grey = chip[_CONTRAST_AREA].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return float(grey.std())
+
+
 def quality(box: np.ndarray, score: float, landmarks: np.ndarray | None) -> float:
     """How useful a face sample is for recognition: size x confidence x frontality."""
     size = float(min(box[2] - box[0], box[3] - box[1]))
@@ -77,7 +93,11 @@ class DescriptorSampler:
             box = det.boxes[i]
             if det.scores[i] < threshold or min(box[2] - box[0], box[3] - box[1]) < self.cfg.min_face:
                 continue
+            if frontality(det.landmarks[i : i + 1], 1)[0] < self.cfg.min_frontality:
+                continue  # beyond a three-quarter view descriptors drift towards everyone (hamilton: 0.47-0.57 to strangers)
             chip = self._align(image, det.landmarks[i : i + 1] * scale)[0]
+            if chip_contrast(chip) < self.cfg.min_contrast:
+                continue  # too dark or flat to say who it is: never linked, never kept
             key = (det.frame_index, i)
             self._chips.append(chip)
             self._keys.append(key)
@@ -104,9 +124,64 @@ class DescriptorSampler:
         return best.mean(axis=0).astype(np.float32), len(best)
 
 
-def link_tracks(tracks: Sequence[Track], threshold: float) -> list[list[int]]:
-    """Group track indices into people: average linkage, never merging tracks seen together."""
-    clusters: list[list[int]] = [[i] for i in range(len(tracks))]
+# Tracklet stitching (see ``stitch_tracks``): how long a face may be lost inside a shot, and how far
+# (in face widths) it may have moved meanwhile, growing with the gap (camera pans, people moving).
+STITCH_MAX_GAP = 15
+STITCH_BASE_WIDTHS = 1.0
+STITCH_WIDTHS_PER_FRAME = 0.1
+
+
+def stitch_tracks(tracks: Sequence[Track]) -> list[list[int]]:
+    """Chains of track indices that are one face lost and found again inside a shot.
+
+    Why: the detector loses dark, small and turned faces for a few frames (hamilton_stage.mp4's
+    audience during a pan, a profile leaving and re-entering), so the tracker starts a new track.
+    Those faces are exactly the ones without a usable descriptor, so linking cannot join them.
+    Here a track joins the one that ended shortly before in the same shot (at most
+    ``STITCH_MAX_GAP`` frames) near where it ended (centre distance within
+    ``STITCH_BASE_WIDTHS + STITCH_WIDTHS_PER_FRAME * gap`` face widths, sizes within 1.5x),
+    greedily by normalized distance, one successor per track.
+
+    Only tracks WITHOUT a descriptor are stitched: a stitch is a guess by position, and a guessed
+    join into an identifiable identity could carry someone else's face into a person the user
+    keeps. Unidentifiable chains stay unidentifiable, so ``select`` still anonymizes them.
+    """
+    cands: list[tuple[float, int, int]] = []
+    for a, ta in enumerate(tracks):
+        if ta.embedding is not None:
+            continue
+        wa = float(ta.boxes[-1, 2] - ta.boxes[-1, 0])
+        ca = (ta.boxes[-1, :2] + ta.boxes[-1, 2:]) / 2
+        for b, tb in enumerate(tracks):
+            gap = tb.start - ta.end
+            if tb.embedding is not None or tb.shot_index != ta.shot_index or not 0 <= gap <= STITCH_MAX_GAP:
+                continue
+            wb = float(tb.boxes[0, 2] - tb.boxes[0, 0])
+            if min(wa, wb) <= 0 or max(wa, wb) / min(wa, wb) > 1.5:
+                continue
+            moved = float(np.linalg.norm((tb.boxes[0, :2] + tb.boxes[0, 2:]) / 2 - ca)) / ((wa + wb) / 2)
+            if moved <= STITCH_BASE_WIDTHS + STITCH_WIDTHS_PER_FRAME * gap:
+                cands.append((moved, a, b))
+    succ: dict[int, int] = {}
+    pred: dict[int, int] = {}
+    for _, a, b in sorted(cands):
+        if a not in succ and b not in pred:
+            succ[a], pred[b] = b, a
+    chains = []
+    for start in range(len(tracks)):
+        if start in pred:
+            continue
+        chain = [start]
+        while chain[-1] in succ:
+            chain.append(succ[chain[-1]])
+        chains.append(chain)
+    return chains
+
+
+def link_tracks(tracks: Sequence[Track], threshold: float, stitch: bool = True) -> list[list[int]]:
+    """Group track indices into people: stitched chains first (``stitch_tracks``), then average
+    linkage on descriptors, never merging tracks seen together."""
+    clusters: list[list[int]] = stitch_tracks(tracks) if stitch else [[i] for i in range(len(tracks))]
     emb = [t.embedding for t in tracks]
     spans = [set(t.frames.tolist()) for t in tracks]
     usable = [i for i, e in enumerate(emb) if e is not None]
@@ -138,16 +213,16 @@ def link_tracks(tracks: Sequence[Track], threshold: float) -> list[list[int]]:
         del clusters[y]
 
 
-def build_identities(tracks: Sequence[Track], threshold: float) -> list[Identity]:
+def build_identities(tracks: Sequence[Track], threshold: float, stitch: bool = True) -> list[Identity]:
     """Identities from linked tracks, numbered by first appearance, all anonymized."""
-    groups = link_tracks(tracks, threshold)
+    groups = link_tracks(tracks, threshold, stitch)
     groups.sort(key=lambda g: min((tracks[i].start, tracks[i].track_id) for i in g))
     return [Identity(n, tuple(sorted(tracks[i].track_id for i in g)), "anonymize", f"person {n}") for n, g in enumerate(groups)]
 
 
 def identities_from_tracks(tracks: Sequence[Track]) -> list[Identity]:
     """One anonymized identity per track (when descriptors are unavailable)."""
-    return build_identities(tracks, threshold=0.0)
+    return build_identities(tracks, threshold=0.0, stitch=False)
 
 
 # -- choosing people ----------------------------------------------------------------------------
