@@ -50,7 +50,7 @@ def plan(clip) -> Plan:
 @pytest.fixture(scope="module")
 def models():
     """(detector, embedder), built once: model loading dominates a short audit."""
-    return create_detector(DetectConfig()), FaceEmbedder()
+    return create_detector(DetectConfig()), FaceEmbedder(recognizer="exact")  # the audit's own default
 
 
 def run_audit(original: Path, anonymized: Path, models, **kwargs) -> AuditReport:
@@ -160,6 +160,28 @@ def test_anonymized_render_is_flagged_nowhere(clip, plan, models, work, mode):
     assert "OK" in report.summary()
 
 
+def test_light_blur_that_keeps_identity_is_flagged(clip, models, work):
+    """A softening blur (sigma 1.5 px over ~100 px faces) leaves the person recognisable: the
+    audit must flag it in most face-frames, despite the identity-free references and the noise
+    margin (which only forgive matches no better than a featureless face)."""
+    src, _ = clip
+    soft = work / "soft.mp4"
+    with av.open(str(src)) as inp, av.open(str(soft), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream("libx264", rate=vin.average_rate)
+        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vout.time_base = vout.codec_context.time_base = vin.time_base
+        for frame in inp.decode(vin):
+            nf = av.VideoFrame.from_ndarray(cv2.GaussianBlur(frame.to_ndarray(format="rgb24"), (0, 0), 1.5), format="rgb24")
+            nf.pts, nf.time_base = frame.pts, frame.time_base
+            for packet in vout.encode(nf):
+                out.mux(packet)
+        for packet in vout.encode(None):
+            out.mux(packet)
+    report = run_audit(src, soft, models)
+    assert not report.ok and len(report.leaks) >= 0.8 * report.face_frames > 0, report.summary()
+
+
 # -- blur removed on known frames -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gap_report(clip, plan, models, work) -> AuditReport:
@@ -259,13 +281,13 @@ def test_missing_input_raises_input_error(clip, models, tmp_path):
 # -- real footage ------------------------------------------------------------------------------------
 @pytest.mark.media
 def test_our_blur_on_hamilton_stage(tmp_path, models):
-    """Our default blur on a dark stage clip with an audience.
+    """Our default blur on a dark stage clip with an audience: no leak.
 
-    Measured (CenterFace + dlib ResNet, CPU): 940 faces >= 24 px, 558 of them unrecognisable (a
-    blank face already matches them), 382 compared; an untouched re-encode leaks 382 of 382, deface
-    (solid boxes) 0, our blur 25 -- all borderline (L2 0.569..0.600 against baselines of
-    0.613..0.663) on three dimly lit audience faces ~60-75 px wide in frames 211-274, in runs of at
-    most 3 frames. The test holds that line: no clear leak, no long run; it prints the summary.
+    Measured (CenterFace + exact dlib ResNet, CPU): 941 faces >= 24 px, 561 of them unrecognisable
+    (a blank or featureless face already matches them), 379 compared; an untouched re-encode leaks
+    379 of 379, our blur none: 23 face-frames come under 0.6 (0.569..0.600) on three dim, turned
+    faces in frames 211-274, but their mean-colour fills and featureless blurs are as close
+    (0.61..0.66): borderline, within the recogniser's frame-to-frame noise, not leaks.
     """
     src = FOOTAGE / "hamilton_stage.mp4"
     if not src.is_file():
@@ -275,5 +297,7 @@ def test_our_blur_on_hamilton_stage(tmp_path, models):
     report = run_audit(src, out, models, plan=plan)
     print(report.summary())
     assert report.face_frames > 100 and report.frames_unmatched == 0 and report.faces_unchecked == 0
-    assert all(leak.distance >= 0.55 for leak in report.leaks), report.summary()
-    assert report.longest_run <= 5 and len(report.leaks) <= 0.1 * report.face_frames, report.summary()
+    assert report.ok and report.leaks == (), report.summary()
+    assert report.faces_borderline < 0.1 * report.face_frames, report.summary()
+    untouched = run_audit(src, src, models, plan=plan)
+    assert len(untouched.leaks) == untouched.face_frames == report.face_frames
