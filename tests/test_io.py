@@ -172,3 +172,26 @@ def test_subtitles_copied_where_the_container_allows(sample_clip, tmp_path):
     mp4 = render(src, plan, tmp_path / "out.mp4")
     assert _subtitle_packets(mp4) == []
     assert decoded(mp4)["audio_packets"] == decoded(src)["audio_packets"]
+
+
+def test_start_timecode_kept_for_editors(tmp_path):
+    """A camera/NLE clip starting at 01:00:00;00 renders with the same start timecode, so an editor
+    (and the OTIO hand-off) can place the output where the original sits."""
+    from deid_edit import run
+
+    src = tmp_path / "tc.mov"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=Fraction(30000, 1001))
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        s.metadata["timecode"] = "01:00:00;00"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), i * 10, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    out, _ = run(src, tmp_path / "tc.anon.mov")
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].metadata.get("timecode") == "01:00:00;00"
+        assert [s.metadata.get("timecode") for s in c.streams if s.type == "data"] == ["01:00:00;00"]

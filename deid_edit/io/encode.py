@@ -153,7 +153,9 @@ class VideoWriter:
         cc.thread_type = "AUTO"
         if info.rotation:
             stream.set_display_rotation(info.rotation)
-        for key in ("language", "handler_name"):
+        # "timecode": the source's start timecode; MOV/MP4 muxers write it as a tmcd track, which
+        # editors need to place the render where the original sits (and the OTIO hand-off reads)
+        for key in ("language", "handler_name", "timecode"):
             if key in src_v.metadata:
                 stream.metadata[key] = src_v.metadata[key]
         return stream
