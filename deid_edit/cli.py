@@ -182,22 +182,58 @@ def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> No
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
 @click.option("--save-plan", type=click.Path(path_type=Path), help="Also write the plan here.")
+@click.option(
+    "--otio",
+    "otio_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an OpenTimelineIO timeline (.otio) of the output, for Resolve, Premiere, Kdenlive.",
+)
 @analyze_options
 @render_options
 @selection_options
 @encode_options
 @verbosity_options
-def run(video: Path, output: Path | None, save_plan: Path | None, progress_kind: str, **opts: Any) -> None:
+def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
     """Analyze and anonymize VIDEO in one go."""
+    from .pipeline import default_output
     from .pipeline import run as run_pipeline
 
     selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    if otio_path:
+        _check_otio(otio_path, ecfg.force, video, output or default_output(video))
     progress = make_progress(progress_kind)
     out, plan = run_pipeline(video, output, acfg, rcfg, ecfg, progress, plan_out=save_plan, selection=selection)
+    extra = _write_otio(otio_path, video, out, plan, rcfg.mode, save_plan, ecfg.force)
     kept = sum(1 for i in plan.identities if i.action == "keep")
-    _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count)
+    _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count, **extra)
+    _echo_otio(progress_kind, extra)
+
+
+def _check_otio(otio_path: Path, force: bool, *videos: Path) -> None:
+    """Refuse an unusable or existing timeline path before the long analysis and render."""
+    from .otio import check_timeline_output
+
+    check_timeline_output(otio_path, force, protect=videos)
+
+
+def _write_otio(
+    otio_path: Path | None, video: Path, out: Path, plan: Any, mode: str, plan_path: Path | None, force: bool
+) -> dict[str, str]:
+    """Write the timeline of one render; returns the extra fields of the 'done' event."""
+    if not otio_path:
+        return {}
+    from .otio import build_timeline, render_source, write_timeline
+
+    timeline = build_timeline([render_source(video, out, plan, mode, plan_path)], out.stem)
+    return {"otio": str(write_timeline(timeline, otio_path, force))}
+
+
+def _echo_otio(progress_kind: str, extra: dict[str, str]) -> None:
+    """People see the timeline's path on its own line after the video's (json mode has it in 'done')."""
+    if "otio" in extra and progress_kind != "json":
+        click.echo(extra["otio"])
 
 
 @cli.command()
@@ -227,22 +263,71 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), help="Plan file (default VIDEO.deid.json).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
+@click.option(
+    "--otio",
+    "otio_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an OpenTimelineIO timeline (.otio) of the output, for Resolve, Premiere, Kdenlive.",
+)
 @render_options
 @selection_options
 @encode_options
 @verbosity_options
-def render(video: Path, plan_path: Path | None, output: Path | None, progress_kind: str, **opts: Any) -> None:
+def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
     """Anonymize VIDEO following a plan made by 'analyze'."""
-    from .pipeline import default_output
+    from .pipeline import apply_selection, default_output
     from .pipeline import render as render_pipeline
+    from .plan import load_plan
 
     selection = _selection(opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    plan_file = plan_path or video.with_name(video.name + ".deid.json")
+    out = output or default_output(video)
+    if otio_path:
+        _check_otio(otio_path, ecfg.force, video, out)
     progress = make_progress(progress_kind)
-    out = render_pipeline(
-        video, plan_path or video.with_name(video.name + ".deid.json"), output or default_output(video), rcfg, ecfg, progress, selection
-    )
-    _finish(progress, progress_kind, out)
+    out = render_pipeline(video, plan_file, out, rcfg, ecfg, progress, selection)
+    extra: dict[str, str] = {}
+    if otio_path:
+        plan, _ = apply_selection(load_plan(plan_file), selection)  # the markers show who this render kept
+        extra = _write_otio(otio_path, video, out, plan, rcfg.mode, plan_file, ecfg.force)
+    _finish(progress, progress_kind, out, **extra)
+    _echo_otio(progress_kind, extra)
+
+
+@cli.command("otio")
+@click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Timeline file (.otio).")
+@click.option(
+    "--media",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Anonymized video of each PLAN, in order (repeatable; default VIDEO.anon.EXT beside each source).",
+)
+@click.option(
+    "--matte",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Matte render of each PLAN, in order, put on a second video track (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing timeline.")
+@click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
+@verbosity_options
+def otio_command(
+    plans: tuple[Path, ...], output: Path, media: tuple[Path, ...], matte: tuple[Path, ...], force: bool, progress_kind: str
+) -> None:
+    """Write an OpenTimelineIO timeline of the anonymized renders of PLANS, one after another.
+
+    Import it in Resolve (File > Import Timeline), Premiere or Kdenlive: each clip covers its whole
+    render with the original's frame range, with a marker per person and the provenance in metadata.
+    """
+    from .otio import build_timeline, check_timeline_output, sources_from_plans, write_timeline
+
+    check_timeline_output(output, force, flag="-o")
+    items = sources_from_plans(plans, media, matte)
+    progress = make_progress(progress_kind)
+    out = write_timeline(build_timeline(items, output.stem), output, force, flag="-o")
+    _finish(progress, progress_kind, out, clips=len(items))
 
 
 @cli.command()
@@ -358,6 +443,89 @@ def models_verify() -> None:
         bad += not ok
     if bad:
         sys.exit(1)
+
+
+@cli.command("extract-faces")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Dataset folder to write.")
+@click.option(
+    "--holdout-people",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Folder of photos of people never to train on: its files are skipped and matching faces dropped (repeatable).",
+)
+@click.option("--every", type=click.IntRange(1), default=10, show_default=True, help="Video: use every Nth frame.")
+@click.option("--min-face", type=click.IntRange(8), default=64, show_default=True, help="Smallest face box side kept, in pixels.")
+@click.option("--threshold", type=click.FloatRange(0.01, 0.99), default=0.5, show_default=True, help="Detection score threshold.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N], ...")
+@click.option("--force", is_flag=True, help="Replace an existing dataset folder.")
+@verbosity_options
+def extract_faces_command(
+    sources: tuple[Path, ...],
+    out_dir: Path,
+    holdout_people: tuple[Path, ...],
+    every: int,
+    min_face: int,
+    threshold: float,
+    device: str,
+    force: bool,
+) -> None:
+    """Cut aligned face chips out of photos and videos (SOURCES: files or folders) for train-cloak.
+
+    LFW people (NAME/NAME_0001.jpg) in a fixed 10% are held out, as is everyone in --holdout-people.
+    """
+    from .generator.extract import extract_faces
+
+    report = extract_faces(
+        sources, out_dir, holdout_people, every=every, min_face=min_face, threshold=threshold, device=device, force=force
+    )
+    click.echo(
+        f"{report.chips} chips from {report.sources} files into {out_dir} ({report.no_face} without a usable face; held out: "
+        f"{len(report.held_out_lfw)} LFW people, {report.held_out_files} files, {report.held_out_matches} matching faces)"
+    )
+
+
+@cli.command("train-cloak")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--steps", type=click.IntRange(1), help="Total steps of the run (default 20000).")
+@click.option("--batch", type=click.IntRange(1, 1024), help="Faces per step (default 16).")
+@click.option("--lr", type=float, help="Generator learning rate (default 2e-4).")
+@click.option("--lr-d", type=float, help="Discriminator learning rate (default 2e-4).")
+@click.option("--seed", type=int, help="Seed of weights, batches and augmentation (default 0).")
+@click.option("--checkpoint-every", type=click.IntRange(1), help="Steps between checkpoints (default 500).")
+@click.option("--threads", type=click.IntRange(0), help="torch threads (0 = torch's default).")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its checkpoint up to --steps.")
+@verbosity_options
+def train_cloak_command(data_dir: Path, run_dir: Path, resume: bool, **opts: Any) -> None:
+    """Train the cloak generator on a dataset folder made by extract-faces (needs the [train] extra)."""
+    from .generator.train import TrainConfig, train
+
+    values = {k: v for k, v in opts.items() if v is not None}
+    cfg = TrainConfig(**values)
+
+    def report(step: int, record: dict[str, float]) -> None:
+        if step % 50 == 0 or step == cfg.steps:
+            click.echo(
+                f"step {step}: total {record['total']:.4f} repel {record['repel']:.4f} id_distance {record['id_distance']:.3f} "
+                f"mask {record['mask_mean']:.3f} ({record['seconds']:.2f} s/step)",
+                err=True,
+            )
+
+    trainer = train(data_dir, run_dir, cfg, resume=resume, on_step=report)
+    click.echo(f"{run_dir} (step {trainer.step})")
+
+
+@cli.command("export-cloak")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="ONNX file, e.g. models/cloak.onnx.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@verbosity_options
+def export_cloak_command(run_dir: Path, output: Path, force: bool) -> None:
+    """Export the trained cloak generator of RUN_DIR to ONNX (chip + descriptor in; cloaked chip + mask out)."""
+    from .generator.export import export_run
+
+    click.echo(str(export_run(run_dir, output, force)))
 
 
 @cli.command()

@@ -1,0 +1,182 @@
+"""Cloak training (deid_edit.generator): model shapes and the recognizer wrapper, a tiny training run
+that must lower the loss and resume exactly, the CLI from dataset to ONNX (torch vs ONNX Runtime),
+the held-out exclusions of extract-faces on LFW, and torch staying off the inference path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SHARED
+
+torch = pytest.importorskip("torch", reason="cloak training needs the [train] extra (torch)")
+
+from click.testing import CliRunner  # noqa: E402
+
+from deid_edit.cli import cli  # noqa: E402
+from deid_edit.generator import CROP_SIZE  # noqa: E402
+from deid_edit.generator.export import max_abs_diff  # noqa: E402
+from deid_edit.generator.extract import HELD_OUT, INDEX, extract_faces, lfw_held_out, read_index  # noqa: E402
+from deid_edit.generator.model import CloakGenerator, PatchDiscriminator, RecognitionFeatures  # noqa: E402
+from deid_edit.generator.train import LOSSES, TrainConfig, load_generator, train  # noqa: E402
+from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path  # noqa: E402
+
+LFW = SHARED / "faces" / "lfw" / "lfw_deepfunneled"
+PEOPLE = SHARED / "faces" / "people"
+# (scale, mirror, gain): 8 variants per sample photo -> 16 source images, one face each
+VARIANTS = ((1.0, 0, 1.0), (0.8, 0, 1.0), (1.0, 1, 1.0), (0.8, 1, 1.0), (1.0, 0, 0.8), (0.9, 1, 1.2), (0.7, 0, 1.0), (0.9, 0, 1.1))
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> RecognitionFeatures:
+    return RecognitionFeatures()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 16-chip dataset made by extract_faces from variants of the two built-in sample photos."""
+    src = tmp_path_factory.mktemp("photos")
+    for photo in (GRACE_HOPPER, ASTRONAUT):
+        img = load_photo(photo_path(photo))
+        for i, (scale, mirror, gain) in enumerate(VARIANTS):
+            v = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            v = np.clip(v[:, ::-1] if mirror else v, 0, 255).astype(np.float32) * gain
+            cv2.imwrite(str(src / f"{photo.package}_{i}.png"), cv2.cvtColor(np.clip(v, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    out = tmp_path_factory.mktemp("data") / "chips"
+    report = extract_faces([src], out, min_face=40)
+    assert report.chips == 16 and report.no_face == 0
+    return out
+
+
+def test_model_shapes_and_composition() -> None:
+    torch.manual_seed(0)
+    gen, disc = CloakGenerator().eval(), PatchDiscriminator()
+    x = torch.rand(3, 3, CROP_SIZE, CROP_SIZE) * 255
+    desc = torch.randn(3, 128) * 0.1
+    with torch.no_grad():
+        y, m = gen(x, desc)
+        assert y.shape == x.shape and m.shape == (3, 1, CROP_SIZE, CROP_SIZE)
+        assert float(m.min()) >= 0 and float(m.max()) <= 1 and float(y.min()) >= 0 and float(y.max()) <= 255
+        assert disc(y).shape == (3, 1, CROP_SIZE // 8, CROP_SIZE // 8)
+        # the output is m*z + (1-m)*x: a closed mask returns the input untouched
+        gen.head.bias[3] = -100.0
+        y0, m0 = gen(x, desc)
+    assert float(m0.max()) < 1e-6
+    torch.testing.assert_close(y0, x, atol=1e-3, rtol=0)
+
+
+def test_recognizer_wrapper_matches_the_engine_descriptor(recognizer: RecognitionFeatures) -> None:
+    """The features wrapper runs the same network as the ONNX recognizer of the inference path."""
+    from deid_edit.config import DetectConfig
+    from deid_edit.detect import create_detector
+    from deid_edit.embed import FaceEmbedder, align_faces
+
+    img = load_photo(photo_path(GRACE_HOPPER))
+    (det,) = create_detector(DetectConfig()).detect([img], [0], 1.0, 0.5)
+    chip = align_faces(img, det.landmarks[:1])
+    want = FaceEmbedder(device="cpu", recognizer="exact").embed(chip)
+    with torch.no_grad():
+        feats, got = recognizer(torch.from_numpy(chip.transpose(0, 3, 1, 2).astype(np.float32)))
+    assert len(feats) == 1 + len(RecognitionFeatures.ATTRACT)
+    assert [f.shape[1] for f in feats] == [32, 32, 64, 128]
+    assert np.abs(got.numpy() - want).max() < 1e-3
+
+
+def test_tiny_training_lowers_the_loss(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = TrainConfig(steps=20, batch=4, lr=5e-4, warmup=10, checkpoint_every=1000, seed=0, threads=1)
+    trainer = train(dataset, run, cfg, recognizer=recognizer)
+    log = [json.loads(line) for line in (run / LOSSES).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(20))
+    assert {"attract", "repel", "recon", "mask_l1", "mask_tv", "adv", "total", "d_loss", "id_distance"} <= set(log[-1])
+    first, last = np.mean([r["total"] for r in log[:5]]), np.mean([r["total"] for r in log[-5:]])
+    assert last < first - 0.1, (first, last)
+    # the repeller is what moved it: the output's identity left the input's
+    assert np.mean([r["id_distance"] for r in log[-5:]]) > 2 * np.mean([r["id_distance"] for r in log[:5]])
+    assert trainer.step == 20 and (run / "checkpoint.pt").is_file() and (run / HELD_OUT).is_file()
+    assert json.loads((run / "config.json").read_text())["chips"] == 16
+
+
+def test_resume_continues_exactly(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=5, batch=2, lr=5e-4, warmup=2, checkpoint_every=1000, threads=1)
+    straight = train(dataset, tmp_path / "a", cfg, recognizer=recognizer)
+    train(
+        dataset, tmp_path / "b", TrainConfig(steps=3, batch=2, lr=5e-4, warmup=2, checkpoint_every=1000, threads=1), recognizer=recognizer
+    )
+    with pytest.raises(Exception, match="--resume"):
+        train(dataset, tmp_path / "b", cfg, recognizer=recognizer)
+    resumed = train(dataset, tmp_path / "b", cfg, resume=True, recognizer=recognizer)
+    assert resumed.step == straight.step == 5
+    log_a = [json.loads(line) for line in (tmp_path / "a" / LOSSES).read_text().splitlines()]
+    log_b = [json.loads(line) for line in (tmp_path / "b" / LOSSES).read_text().splitlines()]
+    assert [r["step"] for r in log_b] == list(range(5))
+    for ra, rb in zip(log_a, log_b):
+        assert ra["total"] == pytest.approx(rb["total"], abs=1e-4), (ra, rb)
+    for pa, pb in zip(straight.gen.parameters(), resumed.gen.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+
+
+def test_cli_train_export_onnx_round_trip(dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    runner = CliRunner()
+    run, onnx_path = tmp_path / "run", tmp_path / "models" / "cloak.onnx"
+    res = runner.invoke(cli, ["train-cloak", str(dataset), "-o", str(run), "--steps", "2", "--batch", "2", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert len((run / LOSSES).read_text().splitlines()) == 2
+    res = runner.invoke(cli, ["export-cloak", str(run), "-o", str(onnx_path)])
+    assert res.exit_code == 0, res.output
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "descriptor"]
+    assert [o.name for o in session.get_outputs()] == ["cloaked", "mask"]
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (3, 3, CROP_SIZE, CROP_SIZE)).astype(np.float32)  # batch 3: the batch axis is dynamic
+    desc = rng.normal(0, 0.1, (3, 128)).astype(np.float32)
+    assert max_abs_diff(load_generator(run), onnx_path, image, desc) < 1e-2
+    assert runner.invoke(cli, ["export-cloak", str(run), "-o", str(onnx_path)]).exit_code != 0  # no silent overwrite
+
+
+def test_extract_faces_on_lfw_honours_the_held_out_people(tmp_path: Path) -> None:
+    kept, held_by_name, held_by_face = "Aaron_Sorkin", "Amanda_Coetzer", "Joseph_Biden"
+    biden = PEOPLE / "knn_examples" / "train" / "biden"
+    for folder in (LFW / kept, LFW / held_by_name, LFW / held_by_face, biden):
+        if not folder.is_dir():
+            pytest.skip(f"needs ../shared/faces (LFW and people photos); not found at {folder}")
+    assert lfw_held_out(held_by_name, 2) and not lfw_held_out(kept, 2) and not lfw_held_out(held_by_face, 5)
+    out = tmp_path / "data"
+    res = CliRunner().invoke(
+        cli,
+        ["extract-faces", str(LFW / kept), str(LFW / held_by_name), str(LFW / held_by_face), str(biden), "-o", str(out)]
+        + ["--holdout-people", str(biden)],
+    )
+    assert res.exit_code == 0, res.output
+    entries = [json.loads(line) for line in (out / INDEX).read_text().splitlines()]
+    assert len(entries) == len(list((LFW / kept).glob("*.jpg"))) == 2
+    assert {e["identity"] for e in entries} == {kept}
+    for e in entries:
+        chip = cv2.imread(str(out / e["chip"]))
+        assert chip.shape == (150, 150, 3)
+        lm = np.array(e["landmarks"])
+        assert lm.shape == (5, 2) and lm.min() > 20 and lm.max() < 130 and lm[0, 0] < lm[1, 0]
+    held = json.loads((out / HELD_OUT).read_text())
+    assert held["lfw_people"] == [held_by_name]
+    assert held["held_out_files"] == 2 and held["dropped_matches"] == 5  # every Biden photo in LFW matched
+    # the dataset reader drops held-out identities even if a chip of one slipped into the index
+    with open(out / INDEX, "a") as fh:
+        fh.write(json.dumps({**entries[0], "identity": held_by_name}) + "\n")
+    assert [e["identity"] for e in read_index(out)] == [kept, kept]
+
+
+def test_inference_path_never_imports_torch() -> None:
+    code = (
+        "import sys, deid_edit, deid_edit.cli, deid_edit.pipeline, deid_edit.render, deid_edit.generator, "
+        "deid_edit.generator.extract; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
