@@ -11,6 +11,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps onnx2torch==1.5.15
 	touch $(STAMP)
 
 # the package itself is installed editable, so the console script always runs the checkout;

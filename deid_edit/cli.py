@@ -82,7 +82,12 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-face", type=int, help="Smallest face to find, in pixels (default 36)."),
         click.option("--det-size", "max_side", type=int, help="Detector input long side when faces allow (default 960)."),
         click.option("--batch-size", type=int, help="Frames per detector batch."),
-        click.option("--device", help="auto, cpu, cuda[:N], tensorrt, coreml, directml."),
+        click.option("--device", help="auto, cpu, cuda[:N], mps, tensorrt, coreml, directml."),
+        click.option(
+            "--backend",
+            type=click.Choice(["auto", "onnxruntime", "torch"]),
+            help="Inference engine (default auto: ONNX Runtime, or PyTorch when it has a CUDA GPU that ONNX Runtime lacks).",
+        ),
         click.option("--threads", type=int, help="ONNX Runtime threads (0 = all cores)."),
         click.option(
             "--recognizer", type=click.Choice(["fast", "exact"]), help="Face recognizer: fast (int8, default) or exact (float32)."
@@ -496,12 +501,34 @@ def extract_faces_command(
 @click.option("--checkpoint-every", type=click.IntRange(1), help="Steps between checkpoints (default 500).")
 @click.option("--threads", type=click.IntRange(0), help="torch threads (0 = torch's default).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its checkpoint up to --steps.")
+@click.option(
+    "--loss-weight",
+    "loss_weights",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a loss weight of a new run: attract, repel, margin, recon, mask_l1, mask_tv, adv (repeatable).",
+)
 @verbosity_options
-def train_cloak_command(data_dir: Path, run_dir: Path, resume: bool, **opts: Any) -> None:
+def train_cloak_command(data_dir: Path, run_dir: Path, resume: bool, loss_weights: tuple[str, ...], **opts: Any) -> None:
     """Train the cloak generator on a dataset folder made by extract-faces (needs the [train] extra)."""
-    from .generator.train import TrainConfig, train
+    from dataclasses import fields
 
-    values = {k: v for k, v in opts.items() if v is not None}
+    from .generator.train import LossWeights, TrainConfig, train
+
+    values: dict[str, Any] = {k: v for k, v in opts.items() if v is not None}
+    if loss_weights:
+        known = {f.name for f in fields(LossWeights)}
+        chosen: dict[str, float] = {}
+        for item in loss_weights:
+            name, _, value = item.partition("=")
+            try:
+                if name not in known:
+                    raise ValueError(name)
+                chosen[name] = float(value)
+            except ValueError:
+                hint = f"{item!r}: use NAME=VALUE with NAME one of {', '.join(sorted(known))}"
+                raise click.BadParameter(hint, param_hint="--loss-weight") from None
+        values["weights"] = LossWeights(**chosen)
     cfg = TrainConfig(**values)
 
     def report(step: int, record: dict[str, float]) -> None:

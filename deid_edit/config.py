@@ -13,7 +13,9 @@ from typing import Any
 from .errors import ConfigError
 
 SHAPES = ("ellipse", "box")
-DEVICES_GENERIC = ("auto", "cpu", "cuda", "tensorrt", "coreml", "directml")
+DEVICES_GENERIC = ("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "directml")
+BACKENDS = ("auto", "onnxruntime", "torch")  # deid_edit.backend; auto: see its docstring
+ORT_ONLY_DEVICES = ("tensorrt", "coreml", "directml")
 
 
 def _check(ok: bool, flag: str, value: object, allowed: str) -> None:
@@ -39,6 +41,7 @@ class DetectConfig:
     device: str = "auto"
     threads: int = 0  # ONNX Runtime intra-op threads, 0 = all cores
     sweep_every: int = 3  # in busy scenes, also detect at full resolution every N frames (0 = never)
+    backend: str = "auto"  # inference engine: onnxruntime, torch (extra deid-edit[torch]) or auto
 
     def __post_init__(self) -> None:
         _check(0.01 <= self.threshold <= 0.99, "--threshold", self.threshold, "a number in 0.01..0.99")
@@ -48,6 +51,11 @@ class DetectConfig:
         _check(self.threads >= 0, "--threads", self.threads, "0 (all cores) or more")
         base = self.device.split(":")[0]
         _check(base in DEVICES_GENERIC, "--device", self.device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
+        _check(self.backend in BACKENDS, "--backend", self.backend, ", ".join(BACKENDS))
+        if self.backend == "onnxruntime":
+            _check(base != "mps", "--device", self.device, "a device ONNX Runtime has (mps needs --backend torch)")
+        if self.backend == "torch":
+            _check(base not in ORT_ONLY_DEVICES, "--device", self.device, "auto, cpu, cuda[:N] or mps with --backend torch")
 
     def detection_scale(self, width: int, height: int) -> float:
         """Scale factor from source to detector input.

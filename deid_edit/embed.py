@@ -11,7 +11,8 @@ Two steps, both free of torch and dlib:
   the template was fitted where CenterFace's points land in dlib's chips over LFW faces (see
   ``CHIP_TEMPLATE``).
 * ``FaceEmbedder`` runs ``models/dlib_resnet_v1.onnx``, dlib's ResNet converted by
-  ``deid_edit.convert.dlib_resnet`` (identical descriptors to dlib's on the same chip). The
+  ``deid_edit.convert.dlib_resnet`` (identical descriptors to dlib's on the same chip), on ONNX
+  Runtime or, with ``backend="torch"``, as the native torch module (``deid_edit.backend``). The
   descriptor is not normalized; two faces are the same person when their L2 distance is below
   ``SAME_PERSON_L2``.
 """
@@ -24,8 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .detect.onnx import make_session
-from .models import model_path
+from .backend import load_model, resolve_backend
 
 MODEL_NAME = "dlib_resnet_v1"
 # Two builds of the same network (models/README.md): "exact" is the float32 conversion, verified
@@ -144,22 +144,27 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class FaceEmbedder:
     """dlib's face recognition ResNet run by ONNX Runtime: chips in, 128-d descriptors out.
 
-    ``recognizer`` picks the build (``RECOGNIZERS``): ``fast`` (int8) or ``exact`` (float32).
+    ``recognizer`` picks the build (``RECOGNIZERS``): ``fast`` (int8) or ``exact`` (float32). The
+    int8 build exists only for ONNX Runtime; on the torch backend (``backend``, resolved as in
+    ``deid_edit.backend``) both run the float32 network, which a GPU runs fast anyway, and ``name``
+    says so.
 
     ``batch_size`` chips go through the network per call: on a CPU larger batches amortize the
     per-call overhead (a few percent), on a GPU they are what makes it fast.
     """
 
-    def __init__(self, device: str = "auto", threads: int = 0, batch_size: int = 32, recognizer: str = DEFAULT_RECOGNIZER) -> None:
+    def __init__(
+        self, device: str = "auto", threads: int = 0, batch_size: int = 32, recognizer: str = DEFAULT_RECOGNIZER, backend: str = "auto"
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if recognizer not in RECOGNIZERS:
             raise ValueError(f"recognizer must be one of {', '.join(RECOGNIZERS)}, got {recognizer!r}")
         self.recognizer = recognizer
-        self.name = RECOGNIZERS[recognizer]
-        self.session: Any = make_session(model_path(self.name), device, threads)
-        self.provider: str = self.session.get_providers()[0]
-        self.input_name: str = self.session.get_inputs()[0].name
+        self.backend = resolve_backend(backend, device)
+        self.name = RECOGNIZERS[recognizer] if self.backend == "onnxruntime" else MODEL_NAME
+        self.model: Any = load_model(self.name, self.backend, device, threads)
+        self.provider: str = self.model.provider
         self.batch_size = batch_size
 
     def embed(self, chips: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -171,7 +176,7 @@ class FaceEmbedder:
         for start in range(0, len(chips), self.batch_size):
             batch = chips[start : start + self.batch_size]
             blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
-            (out[start : start + len(batch)],) = self.session.run(None, {self.input_name: blob})
+            (out[start : start + len(batch)],) = self.model.run(blob)
         return out
 
     def embed_faces(self, image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from .identities import (
     select,
 )
 from .io.decode import VideoReader, open_input, probe, upright_k
-from .io.encode import OUTPUT_FORMATS, open_writer
+from .io.encode import OUTPUT_FORMATS, check_codec, open_writer
 from .plan import Plan, load_plan, save_plan
 from .progress import NullProgress, ProgressSink
 from .render import get_anonymizer
@@ -117,7 +117,13 @@ def analyze(
     detector = detector or create_detector(cfg.detect)
     shots = ShotDetector(replace(cfg.shots, enabled=cfg.shots.enabled and not cfg.shots.cut_list), info.avg_rate)
     low = cfg.detect.threshold * LOW_SCORE_FACTOR
-    sampler = DescriptorSampler(cfg.identity) if cfg.identity.enabled else None
+    sampler = None
+    if cfg.identity.enabled:
+        from .embed import FaceEmbedder
+
+        # the recognizer runs where the detector runs (--backend/--device)
+        embedder = FaceEmbedder(device=cfg.detect.device, recognizer=cfg.identity.recognizer, backend=cfg.detect.backend)
+        sampler = DescriptorSampler(cfg.identity, embedder)
     batch_size = cfg.detect.batch_size or (2 if detector.provider == "CPUExecutionProvider" else 16)
     detections: list[FrameDetections] = []
     batch_imgs: list = []
@@ -297,6 +303,9 @@ def render(
         raise
     finally:
         source.close()
+    stats = getattr(anonymizer, "stats", None)  # cloak: faces cloaked, and blurred instead (too small, still recognizable)
+    if stats is not None:
+        log.log(logging.WARNING if stats.blurred else logging.INFO, "%s", stats.summary())
     return result
 
 
@@ -316,6 +325,10 @@ def run(
     out = Path(output) if output else default_output(video)
     ecfg = encode_cfg or EncodeConfig()
     check_output(video, out, ecfg.force)  # fail before the long analysis
+    check_codec(ecfg)  # an unknown encoder, or a hardware one without its driver, too
+    model_file = getattr(get_anonymizer((render_cfg or RenderConfig()).mode), "model_file", None)
+    if model_file is not None:
+        model_file(render_cfg)  # and an anonymizer whose model is missing (cloak)
     refs = selection_references(selection, (analyze_cfg or AnalyzeConfig()).identity.recognizer)  # bad photos fail before the long analysis
     plan = analyze(video, analyze_cfg, progress, detector)
     plan, _ = apply_selection(plan, selection, (analyze_cfg or AnalyzeConfig()).identity, refs)

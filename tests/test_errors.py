@@ -213,3 +213,52 @@ def test_ctrl_c_removes_partial_output(tmp_path):
     assert "interrupted" in err
     assert list(outdir.iterdir()) == []
     assert sha256(src) == before
+
+
+def test_hardware_encoder_without_its_driver_fails_before_analysis(sample_clip, tmp_path):
+    """--codec h264_nvenc: FFmpeg lists the encoder everywhere; where it cannot open (no NVIDIA
+    driver, as on the CPU machines of CI) the run stops at once with advice, before analyzing."""
+    import av
+
+    from deid_edit.config import EncodeConfig
+    from deid_edit.errors import ConfigError
+    from deid_edit.io.encode import check_codec
+
+    src, _ = sample_clip
+    try:
+        cc = av.CodecContext.create("h264_nvenc", "w")
+        cc.width, cc.height, cc.pix_fmt = 256, 256, "yuv420p"
+        cc.open()
+        opens = True
+    except Exception:
+        opens = False
+    if opens:
+        assert check_codec(EncodeConfig(codec="h264_nvenc")) is not None
+        return
+    with pytest.raises(ConfigError, match="NVIDIA GPU with its driver.*--codec h264"):
+        check_codec(EncodeConfig(codec="h264_nvenc"))
+    out = tmp_path / "nv.mp4"
+    argv = [sys.executable, "-m", "deid_edit", "run", str(src), "-o", str(out), "--codec", "h264_nvenc"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 2 and "NVIDIA" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cloak_without_a_model_fails_before_analysis(sample_clip, tmp_path, monkeypatch):
+    """--mode cloak with no generator available stops at once with what to do (while no model
+    ships) instead of analyzing first; a missing DEID_EDIT_CLOAK_MODEL file is named."""
+    from deid_edit.models import manifest
+
+    src, _ = sample_clip
+    out = tmp_path / "c.mp4"
+    monkeypatch.delenv("DEID_EDIT_CLOAK_MODEL", raising=False)
+    argv = [sys.executable, "-m", "deid_edit", "run", str(src), "-o", str(out), "--mode", "cloak"]
+    env = {k: v for k, v in os.environ.items() if k != "DEID_EDIT_CLOAK_MODEL"}
+    if "cloak" not in manifest():
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 1 and "no cloak model ships" in proc.stderr and "--mode blur" in proc.stderr
+        assert not out.exists()
+    missing = tmp_path / "nope.onnx"
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**env, "DEID_EDIT_CLOAK_MODEL": str(missing)}, timeout=60)
+    assert proc.returncode == 1 and str(missing) in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()

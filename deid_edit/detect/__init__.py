@@ -1,8 +1,9 @@
 """Face detection: upright RGB frames in, ``FrameDetections`` out (next stage: track).
 
 Detectors implement the ``FaceDetector`` protocol and are listed in ``DETECTORS``; the pipeline
-builds one with ``create_detector`` from a ``DetectConfig``. ONNX Runtime sessions are made in one
-place (``detect.onnx``) so provider choice is the same for every model.
+builds one with ``create_detector`` from a ``DetectConfig``. Networks are loaded through
+``deid_edit.backend`` (ONNX Runtime or PyTorch, ``DetectConfig.backend``); ONNX Runtime sessions are
+made in one place (``detect.onnx``) so provider choice is the same for every model.
 """
 
 from __future__ import annotations
@@ -43,4 +44,4 @@ def create_detector(cfg: DetectConfig) -> FaceDetector:
     registry = _registry()
     if cfg.model not in registry:
         raise ConfigError(f"--detector {cfg.model!r} is unknown; use {', '.join(sorted(registry))}")
-    return registry[cfg.model](device=cfg.device, threads=cfg.threads)
+    return registry[cfg.model](device=cfg.device, threads=cfg.threads, backend=cfg.backend)

@@ -1,4 +1,5 @@
-"""CenterFace (MIT), a small anchor-free face detector with 5 landmarks, run by ONNX Runtime.
+"""CenterFace (MIT), a small anchor-free face detector with 5 landmarks, run by ONNX Runtime or
+PyTorch (``deid_edit.backend``: same graph, same decoding).
 
 Input: batches of same-sized upright RGB frames, already scaled for detection. Output: one
 ``FrameDetections`` per frame in source pixels. The model wants sides that are multiples of 32;
@@ -11,9 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..models import model_path
+from ..backend import load_model
 from ..types import FrameDetections
-from .onnx import make_session
 
 NMS_IOU = 0.3
 
@@ -42,11 +42,9 @@ class CenterFace:
 
     name = "centerface"
 
-    def __init__(self, device: str = "auto", threads: int = 0) -> None:
-        self.session = make_session(model_path("centerface"), device, threads)
-        self.provider = self.session.get_providers()[0]
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
+    def __init__(self, device: str = "auto", threads: int = 0, backend: str = "auto", fp16: bool = False) -> None:
+        self.model = load_model("centerface", backend, device, threads, fp16=fp16)
+        self.provider: str = self.model.provider
 
     def detect(self, images: Sequence[np.ndarray], frame_indices: Sequence[int], scale: float, threshold: float) -> list[FrameDetections]:
         if not images:
@@ -56,7 +54,7 @@ class CenterFace:
         blob = np.zeros((len(images), 3, ph, pw), np.float32)
         for b, img in enumerate(images):
             blob[b, :, :h, :w] = img.transpose(2, 0, 1)
-        heat, size, offset, lms = self.session.run(self.output_names, {self.input_name: blob})
+        heat, size, offset, lms = self.model.run(blob)
         return [self._decode(heat[b, 0], size[b], offset[b], lms[b], (h, w), scale, threshold, idx) for b, idx in enumerate(frame_indices)]
 
     @staticmethod

@@ -54,18 +54,57 @@ EDIT_CONTAINERS = {"mov", "mxf", "matroska"}
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 28}
 
 
+# Encoders that run on a GPU or media engine: FFmpeg lists them whether or not the hardware and its
+# driver are present, so they are opened once up front to fail before the analysis, with advice.
+HARDWARE_ENCODER_HINTS = {
+    "nvenc": "an NVIDIA GPU with its driver",
+    "qsv": "an Intel GPU with Quick Sync and its media driver",
+    "vaapi": "a VA-API device (/dev/dri) and its driver",
+    "videotoolbox": "macOS VideoToolbox",
+    "amf": "an AMD GPU with its AMF driver",
+}
+
+
+def check_hardware_encoder(name: str, pix_fmt: str | None = None) -> None:
+    """``ConfigError`` unless the hardware encoder ``name`` really opens on this machine."""
+    need = next((hint for key, hint in HARDWARE_ENCODER_HINTS.items() if key in name), None)
+    if need is None:
+        return
+    try:
+        cc = av.CodecContext.create(name, "w")
+        cc.width, cc.height = 256, 256
+        cc.pix_fmt = pix_fmt or "yuv420p"
+        cc.time_base = Fraction(1, 25)
+        cc.open()
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise ConfigError(
+            f"--codec {name} cannot start here ({exc}): it needs {need}; use --codec h264 or hevc (software) instead"
+        ) from exc
+
+
+def check_codec(cfg: EncodeConfig) -> av.codec.Codec | None:
+    """The encoder ``--codec`` asks for, checked to exist, be a video encoder and (for hardware
+    encoders) really open here; None without ``--codec``. Cheap: ``run`` calls it before analyzing."""
+    if not cfg.codec:
+        return None
+    name, pix_fmt, _ = CODEC_ALIASES.get(cfg.codec, (cfg.codec, None, {}))
+    try:
+        codec = av.codec.Codec(name, "w")
+    except (av.FFmpegError, ValueError) as exc:
+        raise ConfigError(
+            f"--codec {cfg.codec!r} is not an available encoder; use h264, hevc, prores, dnxhr or another FFmpeg encoder name"
+        ) from exc
+    if codec.type != "video":
+        raise ConfigError(f"--codec {cfg.codec!r} is not a video encoder; use h264, hevc, prores or dnxhr")
+    check_hardware_encoder(name, pix_fmt)
+    return codec
+
+
 def resolve_codec(cfg: EncodeConfig, info: VideoInfo, container_format: str) -> tuple[str, str, dict[str, str]]:
     """Choose encoder, pixel format and options; ``ConfigError`` for an impossible choice."""
     if cfg.codec:
         name, pix_fmt, options = CODEC_ALIASES.get(cfg.codec, (cfg.codec, None, {}))
-        try:
-            codec = av.codec.Codec(name, "w")
-        except (av.FFmpegError, ValueError) as exc:
-            raise ConfigError(
-                f"--codec {cfg.codec!r} is not an available encoder; use h264, hevc, prores, dnxhr or another FFmpeg encoder name"
-            ) from exc
-        if codec.type != "video":
-            raise ConfigError(f"--codec {cfg.codec!r} is not a video encoder; use h264, hevc, prores or dnxhr")
+        codec = check_codec(cfg)
     else:
         name, pix_fmt, options = SAME_CODEC.get(info.codec, "libx264"), None, {}
         try:

@@ -1,0 +1,149 @@
+"""Inference backends: one interface, two engines, for every network the analyze pass runs.
+
+Input: a model name from ``models/manifest.json`` (``centerface``, ``dlib_resnet_v1``...), a backend
+(``auto``, ``onnxruntime``, ``torch``) and a device (``auto``, ``cpu``, ``cuda[:N]``, ``mps``,
+``tensorrt``, ``coreml``, ``directml``). Output: an ``InferenceModel`` whose ``run(blob)`` maps one
+float32 NCHW batch to the model's outputs as numpy arrays (next stage: the detector's or the
+embedder's decoding). Callers never see sessions, modules or devices.
+
+* ``onnxruntime`` (the default and the only one in the base install): the ``.onnx`` file run by an
+  ONNX Runtime session from ``detect.onnx.make_session``, which picks the execution provider
+  (TensorRT, CUDA, CoreML, DirectML, CPU) from what the installed build has.
+* ``torch`` (extra ``deid-edit[torch]``): the same ``.onnx`` files run by PyTorch on CUDA, MPS or
+  the CPU (``backend.torch_backend``). It exists because the common GPU machine has a CUDA PyTorch
+  but not ``onnxruntime-gpu``, whose CUDA/cuDNN pins often clash with torch's. torch is imported
+  only when this backend is used.
+
+How ``auto`` decides (``resolve_backend``), without importing torch on a machine that cannot use it:
+
+1. ``--device cpu``, ``tensorrt``, ``coreml`` or ``directml`` -> onnxruntime (ORT is the faster CPU
+   engine here; the other three are ORT providers). ``--device mps`` -> torch (ORT has no MPS).
+2. ``--device auto``/``cuda[:N]``: the installed ONNX Runtime has a CUDA or TensorRT provider ->
+   onnxruntime.
+3. Otherwise torch, but only if ``torch`` and ``onnx2torch`` are installed (``find_spec``, no
+   import), an NVIDIA driver is visible (``/proc/driver/nvidia/version``, ``/dev/nvidia0`` or
+   ``nvidia-smi`` on PATH), and then, after importing torch, ``torch.cuda.is_available()``.
+4. Else onnxruntime (on the CPU, for ``auto``).
+
+Throughput on a GPU, what exists: the analyze pass detects in batches of frames
+(``DetectConfig.batch_size``; 0 = 2 on an ONNX Runtime CPU session, 16 otherwise, which includes the
+torch backend on any device) while ``io.decode.VideoReader`` decodes the next frames in its own
+thread, so decode overlaps inference. The torch backend runs under ``torch.inference_mode()``,
+uploads through a reused pinned host buffer with ``non_blocking=True`` on CUDA, and can run under
+fp16 autocast (``fp16=True``; off by default because it changes scores and descriptors). A CUDA
+out-of-memory error halves the batch and retries, and at batch 1 moves the model to the CPU with a
+warning: a long file is never lost to a memory spike mid-way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models import model_path
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "torch")
+ORT_ONLY_DEVICES = ("tensorrt", "coreml", "directml")
+TORCH_ONLY_DEVICES = ("mps",)
+TORCH_EXTRA_HINT = "pip install 'deid-edit[torch]' (torch, onnx and onnx2torch)"
+
+
+class InferenceModel(Protocol):
+    """One loaded network on one device."""
+
+    provider: str  # where it runs, for logs and the plan: "CUDAExecutionProvider", "torch:cuda:0", ...
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The model's outputs (float32 numpy, batch first) for a float32 NCHW ``blob``."""
+        ...
+
+
+class OrtModel:
+    """An ONNX Runtime session behind ``InferenceModel``."""
+
+    def __init__(self, name: str, device: str = "auto", threads: int = 0) -> None:
+        from ..detect.onnx import make_session
+
+        self.session = make_session(model_path(name), device, threads)
+        self.provider: str = self.session.get_providers()[0]
+        self.input_name: str = self.session.get_inputs()[0].name
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        return list(self.session.run(self.output_names, {self.input_name: blob}))
+
+
+def torch_installed() -> bool:
+    """torch, onnx and onnx2torch can be imported (checked without importing them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnx2torch"))
+
+
+def nvidia_driver_visible() -> bool:
+    """A cheap sign of an NVIDIA GPU, so ``auto`` imports torch only where CUDA may work."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
+
+
+def _ort_has_gpu() -> bool:
+    from ..detect.onnx import available_devices
+
+    return any(d in ("cuda", "tensorrt") for d in available_devices())
+
+
+def _torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """``onnxruntime`` or ``torch`` for the requested ``backend`` and ``device`` (see the module
+    docstring for how ``auto`` decides); a combination that cannot work is a ``ModelError``."""
+    if backend not in BACKENDS:
+        raise ModelError(f"--backend {backend!r} is unknown; use {', '.join(BACKENDS)}")
+    base = device.split(":")[0]
+    if backend == "onnxruntime":
+        if base in TORCH_ONLY_DEVICES:
+            raise ModelError(f"--device {device} needs --backend torch (ONNX Runtime has no {base} provider)")
+        return backend
+    if backend == "torch":
+        if base in ORT_ONLY_DEVICES:
+            raise ModelError(f"--device {device} is an ONNX Runtime provider; use --backend onnxruntime (or auto)")
+        return backend
+    if base in ORT_ONLY_DEVICES or base == "cpu":
+        return "onnxruntime"
+    if base in TORCH_ONLY_DEVICES:
+        return "torch"
+    if _ort_has_gpu():
+        return "onnxruntime"
+    if not nvidia_driver_visible():
+        return "onnxruntime"
+    if not torch_installed():
+        log.warning(
+            "an NVIDIA GPU is visible but neither onnxruntime-gpu nor the torch backend is installed; running on the CPU "
+            "(install deid-edit[gpu], or %s)",
+            TORCH_EXTRA_HINT,
+        )
+        return "onnxruntime"
+    if _torch_cuda_available():
+        return "torch"
+    return "onnxruntime"
+
+
+def load_model(name: str, backend: str = "auto", device: str = "auto", threads: int = 0, fp16: bool = False) -> InferenceModel:
+    """Model ``name`` loaded on the backend ``resolve_backend`` picks."""
+    chosen = resolve_backend(backend, device)
+    if chosen == "onnxruntime":
+        if fp16:
+            raise ModelError("fp16 autocast exists only on the torch backend (--backend torch)")
+        return OrtModel(name, device, threads)
+    from .torch_backend import TorchModel, load_module
+
+    return TorchModel(load_module(name), device, threads=threads, fp16=fp16, name=name)

@@ -1,0 +1,275 @@
+"""The PyTorch backend: the shipped ``.onnx`` models run by torch on CUDA, MPS or the CPU.
+
+Input: a model name and a device. Output: a ``TorchModel`` (``backend.InferenceModel``). Imported
+only when the torch backend is chosen; needs the ``torch`` extra.
+
+How each network becomes a torch module (``load_module``), chosen per model:
+
+* the detector (``centerface.onnx``, opset 9, dynamic ``[B,3,H,W]``) is converted at load time by
+  ``onnx2torch`` (0.1 s). onnx2torch imports torchvision at import time only for its NMS and
+  RoIAlign converters, which none of our graphs use; when torchvision is missing a stub stands in
+  while onnx2torch is imported, so the extra does not drag in a torchvision that must match the
+  installed torch build exactly (pip would otherwise replace a CUDA torch with another one).
+* the recognizer (``dlib_resnet_v1.onnx``, opset 18) is the native ``DlibResNet`` module of
+  ``convert.dlib_resnet`` with its weights and conv geometry read from the ONNX initializers and
+  nodes (their names are that module's ``state_dict`` keys, since the ONNX was exported from it).
+  onnx2torch cannot convert it (no converter for opset-18 ``Pad``), and the native module is the
+  network the export was verified from, so nothing is approximated; face_recognition_models and
+  dlib are not needed.
+* the int8 recognizer (``dlib_resnet_v1_int8``) has no torch form; ``embed.FaceEmbedder`` runs the
+  float32 network instead on this backend (the int8 build exists to be fast on CPUs).
+* the cloak generator (``generator/``) is not wired yet: TODO load ``models/cloak.onnx`` the same
+  way (onnx2torch, or the generator's own module class with ONNX initializers) once it is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models import model_path
+from . import TORCH_EXTRA_HINT
+
+log = logging.getLogger(__name__)
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ModelError(f"--backend torch needs PyTorch: {TORCH_EXTRA_HINT}") from exc
+
+
+def _import_onnx2torch() -> Any:
+    """``onnx2torch``, importable without torchvision (see the module docstring)."""
+    import importlib.util
+
+    stubbed = importlib.util.find_spec("torchvision") is None
+    if stubbed:
+
+        def missing(*_: Any, **__: Any) -> Any:
+            raise ModelError("this ONNX graph needs torchvision (NMS/RoIAlign): pip install torchvision matching your torch")
+
+        tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+        ops.nms = ops.roi_align = ops.box_convert = missing  # type: ignore[attr-defined]
+        tv.ops = ops  # type: ignore[attr-defined]
+        sys.modules.update({"torchvision": tv, "torchvision.ops": ops})
+    try:
+        import onnx2torch
+    except ImportError as exc:
+        raise ModelError(f"--backend torch needs onnx2torch and onnx: {TORCH_EXTRA_HINT}") from exc
+    finally:
+        if stubbed:
+            sys.modules.pop("torchvision", None)
+            sys.modules.pop("torchvision.ops", None)
+    return onnx2torch
+
+
+def _load_onnx(name: str) -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ModelError(f"--backend torch needs onnx: {TORCH_EXTRA_HINT}") from exc
+    return onnx.load(str(model_path(name)))
+
+
+def convert_onnx(name: str) -> nn.Module:
+    """The ONNX model ``name`` as a torch module, converted by onnx2torch."""
+    onnx2torch = _import_onnx2torch()
+    try:
+        return onnx2torch.convert(_load_onnx(name))
+    except NotImplementedError as exc:
+        raise ModelError(f"{name}: onnx2torch cannot convert this graph ({exc}); use --backend onnxruntime") from exc
+
+
+def dlib_resnet_from_onnx(name: str = "dlib_resnet_v1") -> nn.Module:
+    """dlib's ResNet as the native ``DlibResNet`` module, weights and geometry from the ONNX file."""
+    from onnx import helper, numpy_helper
+
+    from ..convert.dlib_resnet import DlibResNet, ResidualBlock, _out_size
+
+    graph = _load_onnx(name).graph
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    attrs = {
+        n.input[1] if n.op_type in ("Conv", "Gemm") else n.op_type: (n, {a.name: helper.get_attribute_value(a) for a in n.attribute})
+        for n in graph.node
+        if n.op_type in ("Conv", "Gemm", "MaxPool")
+    }
+
+    def conv(prefix: str) -> nn.Conv2d:
+        node, at = attrs.get(f"{prefix}.weight", (None, None))
+        if node is None or at is None:
+            raise ModelError(f"{name}: no convolution {prefix} in the graph; the file is not the shipped recognizer")
+        pads = at.get("pads", [0, 0, 0, 0])
+        if pads[:2] != pads[2:]:
+            raise ModelError(f"{name}: asymmetric padding {pads} in {prefix}")
+        w = weights[f"{prefix}.weight"]
+        c = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=tuple(at.get("strides", [1, 1])), padding=tuple(pads[:2]))
+        with torch.no_grad():
+            c.weight.copy_(w)
+            c.bias.copy_(weights[f"{prefix}.bias"])
+        return c
+
+    model = DlibResNet.__new__(DlibResNet)
+    nn.Module.__init__(model)
+    model.stem = conv("stem")
+    _, pool = attrs["MaxPool"]
+    model.pool_window, model.pool_stride = int(pool["kernel_shape"][0]), int(pool["strides"][0])
+    size = _out_size(
+        _out_size(150, model.stem.kernel_size[0], model.stem.stride[0], model.stem.padding[0]), model.pool_window, model.pool_stride, 0
+    )
+    channels, blocks, i = model.stem.out_channels, [], 0
+    while f"blocks.{i}.conv1.weight" in weights:
+        c1, c2 = conv(f"blocks.{i}.conv1"), conv(f"blocks.{i}.conv2")
+        block = ResidualBlock(c1, c2, c1.stride[0] == 2, (channels, size))
+        blocks.append(block)
+        channels, size, i = block.out_channels, block.out_size, i + 1
+    model.blocks = nn.Sequential(*blocks)
+    fc_w = weights["fc.weight"]
+    _, gemm = attrs["fc.weight"]
+    if not gemm.get("transB", 0):
+        fc_w = fc_w.T
+    model.fc = nn.Linear(fc_w.shape[1], fc_w.shape[0], bias="fc.bias" in weights)
+    with torch.no_grad():
+        model.fc.weight.copy_(fc_w)
+        if "fc.bias" in weights:
+            model.fc.bias.copy_(weights["fc.bias"])
+    return model
+
+
+def load_module(name: str) -> nn.Module:
+    """The torch module for model ``name`` (see the module docstring for how each is made)."""
+    if name == "dlib_resnet_v1":
+        return dlib_resnet_from_onnx(name)
+    if name.endswith("_int8"):
+        raise ModelError(f"{name}: the int8 build runs only on ONNX Runtime; use the float32 model on --backend torch")
+    return convert_onnx(name)
+
+
+def torch_device(device: str) -> torch.device:
+    """The torch device for ``--device`` (auto = CUDA, then MPS, then the CPU); unavailable is an error."""
+    base, _, ordinal = device.partition(":")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+        if ordinal and (not ordinal.isdigit() or int(ordinal) >= torch.cuda.device_count()):
+            raise ModelError(f"--device {device}: use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(device)
+    if base == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelError("--device mps: this PyTorch has no MPS (Apple GPU) support here; use --device cpu")
+        return torch.device("mps")
+    if base == "cpu":
+        return torch.device("cpu")
+    raise ModelError(f"--device {device!r} is not a torch device; use auto, cpu, cuda[:N] or mps")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA (or MPS) ran out of memory, as opposed to any other failure."""
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+class TorchModel:
+    """A torch module on one device behind ``InferenceModel``, with out-of-memory recovery.
+
+    ``run`` splits the blob into chunks of at most ``max_batch`` (None: the whole blob). On an
+    out-of-memory error on an accelerator the chunk is halved and retried; at one item the module
+    moves to the CPU for the rest of its life, with a warning. ``fallback`` enables this (default:
+    on for every device but the CPU, where there is nowhere to go and the error is a ``ModelError``).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        device: str = "auto",
+        threads: int = 0,
+        fp16: bool = False,
+        name: str = "model",
+        fallback: bool | None = None,
+    ) -> None:
+        self.name = name
+        self.device = torch_device(device)
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        self.module = module.eval().to(self.device)
+        if self.device.type == "cuda" and not fp16:
+            # TF32 convolutions (torch's default on Ampere and later) move scores by ~1e-3; the backends
+            # must agree with ONNX Runtime (tests/test_backends.py), so full fp32 unless fp16 was asked for
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        self.fp16 = fp16
+        self.fallback = self.device.type != "cpu" if fallback is None else fallback
+        self.max_batch: int | None = None
+        self._pinned: torch.Tensor | None = None
+        log.info("%s runs on torch %s%s", name, self.device, " (fp16 autocast)" if fp16 else "")
+
+    @property
+    def provider(self) -> str:
+        return f"torch:{self.device}"
+
+    def _upload(self, chunk: np.ndarray) -> torch.Tensor:
+        """``chunk`` on the device; on CUDA through a reused pinned buffer, asynchronously."""
+        host = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        if self._pinned is None or self._pinned.numel() < host.numel():
+            self._pinned = torch.empty(host.numel(), dtype=torch.float32, pin_memory=True)
+        staged = self._pinned[: host.numel()].view(host.shape)
+        staged.copy_(host)
+        return staged.to(self.device, non_blocking=True)
+
+    def _forward(self, chunk: np.ndarray) -> list[np.ndarray]:
+        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.fp16 else nullcontext()
+        with torch.inference_mode(), autocast:
+            out = self.module(self._upload(chunk))
+        outs = out if isinstance(out, list | tuple) else [out]
+        # .cpu() waits for the device, so the pinned buffer is free again when this returns
+        return [o.float().cpu().numpy() for o in outs]
+
+    def _to_cpu(self, reason: str) -> None:
+        log.warning("%s: %s out of memory even at batch 1 (%s); continuing on the CPU (slower)", self.name, self.device, reason)
+        self.module = self.module.to("cpu")
+        self.device = torch.device("cpu")
+        self.fallback, self.max_batch, self._pinned = False, None, None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        parts: list[list[np.ndarray]] = []
+        start, n = 0, len(blob)
+        while start < n:
+            size = min(self.max_batch or n, n - start)
+            oom: str | None = None
+            try:
+                parts.append(self._forward(blob[start : start + size]))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                oom = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # not exc: its traceback pins device tensors
+            if oom is None:
+                start += size
+                continue
+            if not self.fallback:
+                raise ModelError(f"{self.name}: out of memory on {self.device} at batch {size} ({oom}); use a smaller --batch-size")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if size > 1:
+                self.max_batch = size // 2
+                log.warning("%s: %s out of memory at batch %d; retrying at batch %d", self.name, self.device, size, self.max_batch)
+            else:
+                self._to_cpu(oom)
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(chunks) for chunks in zip(*parts)]
