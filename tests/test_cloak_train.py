@@ -125,9 +125,15 @@ def test_cli_train_export_onnx_round_trip(dataset: Path, tmp_path: Path) -> None
     pytest.importorskip("onnxruntime")
     runner = CliRunner()
     run, onnx_path = tmp_path / "run", tmp_path / "models" / "cloak.onnx"
-    res = runner.invoke(cli, ["train-cloak", str(dataset), "-o", str(run), "--steps", "2", "--batch", "2", "--threads", "1"])
+    bad = runner.invoke(cli, ["train-cloak", str(dataset), "-o", str(run), "--steps", "2", "--loss-weight", "identity=3"])
+    assert bad.exit_code == 2 and "attract" in bad.output and not run.exists()
+    res = runner.invoke(
+        cli, ["train-cloak", str(dataset), "-o", str(run), "--steps", "2", "--batch", "2", "--threads", "1", "--loss-weight", "recon=2"]
+    )
     assert res.exit_code == 0, res.output
     assert len((run / LOSSES).read_text().splitlines()) == 2
+    weights = json.loads((run / "config.json").read_text())["train"]["weights"]
+    assert weights["recon"] == 2.0 and weights["attract"] == 1.0  # one override, the other defaults kept
     res = runner.invoke(cli, ["export-cloak", str(run), "-o", str(onnx_path)])
     assert res.exit_code == 0, res.output
     import onnxruntime as ort

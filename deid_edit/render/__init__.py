@@ -3,7 +3,9 @@
 Each mode is a class with a ``name`` listed in ``ANONYMIZERS``; the CLI's ``--mode`` choices come
 from this registry, so a new mode never touches the CLI. All modes share one region geometry
 (``render.shapes``): ellipse or box, padding relative to the face, a feathered edge outside the
-fully covered area, and extra margin for uncertain (interpolated/extended) samples.
+fully covered area, and extra margin for uncertain (interpolated/extended) samples. ``cloak``
+(``render.cloak``) is the learned mode; it loads its ONNX generator on first use, so registering
+it costs the other modes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from ..config import RenderConfig
 from ..types import FaceRegion
 from .classic import Blur, Debug, Matte, Pixelate, Solid
+from .cloak import Cloak
 
 
 class Anonymizer(Protocol):
@@ -28,7 +31,7 @@ class Anonymizer(Protocol):
     def apply(self, image: np.ndarray, regions: Sequence[FaceRegion], cfg: RenderConfig) -> np.ndarray: ...
 
 
-ANONYMIZERS: dict[str, type] = {c.name: c for c in (Blur, Pixelate, Solid, Matte, Debug)}
+ANONYMIZERS: dict[str, type] = {c.name: c for c in (Blur, Pixelate, Solid, Matte, Debug, Cloak)}
 
 
 def get_anonymizer(name: str) -> Anonymizer:

@@ -1,0 +1,262 @@
+"""The cloak (``--mode cloak``) measured on people it never saw in training: identity removal,
+naturalness, temporal stability and speed. Prints tables; saves ``benchmarks/out/cloak_grid.png``.
+
+* People: LFW people with >= 2 photos that ``generator.extract.lfw_held_out`` holds out, plus the
+  ``../shared/faces/people`` folders holding >= 2 photos of one person (held out of training by
+  ``extract-faces --holdout-people``). Photo 1 of each is cloaked, photo 2 is "another photo".
+  The face is CenterFace's (threshold 0.5) nearest the image centre; it is cloaked by the renderer
+  itself (``render.cloak.Cloak`` on the whole image, verification off: the generator is measured,
+  not the blur fallback).
+* Identity removal: the fraction of faces our exact recognizer (``FaceEmbedder(recognizer="exact")``)
+  still matches (L2 < 0.6) (a) to the same original photo and (b) to the person's other photo,
+  before (the original) and after (the cloaked face), at the original landmarks.
+* Naturalness: the cloaked 150 chip placed in a padded canvas is still found by CenterFace at
+  0.5; its 5 landmarks vs the original chip's (found the same way), in units of the original's
+  inter-ocular distance (mean, and the fraction with every point within 5%); SSIM of the chips.
+* Temporal stability on ``../shared/footage/talkinghead_1..5.mp4`` (first ``--frames`` frames):
+  the largest face per frame, its landmarks smoothed by a centred moving average (a stand-in for
+  the plan's smoother), one track; mean absolute frame-to-frame change inside the face box,
+  cloaked / original (1.0 = no added flicker).
+* Speed on this machine: ms per face through ONNX Runtime at batch 1 and 16, generator alone and
+  generator + the renderer's (fast) recognizer.
+
+Usage::
+
+    python benchmarks/cloak.py [--model models/cloak.onnx] [--count 200] [--frames 60] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from deid_edit.config import DetectConfig, RenderConfig
+from deid_edit.detect import create_detector
+from deid_edit.embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, chip_transform, distance, warp_chip
+from deid_edit.generator import CROP_SIZE, DESCRIPTOR_SIZE
+from deid_edit.generator.extract import lfw_held_out
+from deid_edit.render.cloak import Cloak
+from deid_edit.types import FaceRegion
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+LFW = SHARED / "faces" / "lfw" / "lfw_deepfunneled"
+PEOPLE = SHARED / "faces" / "people"
+FOOTAGE = SHARED / "footage"
+OUT = ROOT / "benchmarks" / "out"
+THRESHOLD = 0.5  # CenterFace score for "still a face"
+LANDMARK_TOLERANCE = 0.05  # of the inter-ocular distance
+CANVAS_PAD = 75  # px of grey around a 150 chip, so the detector sees a face with context room
+SMOOTH_FRAMES = 5  # moving-average window of the landmarks in the temporal test
+GRID_FACES = 12
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def held_out_people(count: int) -> list[tuple[str, Path, Path]]:
+    """(name, photo 1, photo 2) of held-out people: the people folders first, then LFW."""
+    out = []
+    for folder in sorted(
+        p for d in (PEOPLE / "knn_examples" / "train", PEOPLE / "celebs") if d.is_dir() for p in d.iterdir() if p.is_dir()
+    ):
+        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(photos) >= 2:
+            out.append((folder.name, photos[0], photos[1]))
+    if LFW.is_dir():
+        for folder in sorted(LFW.iterdir()):
+            photos = sorted(folder.glob("*.jpg"))
+            if len(photos) >= 2 and lfw_held_out(folder.name, len(photos)):
+                out.append((folder.name, photos[0], photos[1]))
+    return out[:count]
+
+
+def load_rgb(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def centre_face(detector, img: np.ndarray, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray] | None:
+    """(box, landmarks) of the detection nearest the image centre, or None."""
+    (det,) = detector.detect([img], [0], 1.0, threshold)
+    if not len(det) or det.landmarks is None:
+        return None
+    h, w = img.shape[:2]
+    centres = (det.boxes[:, :2] + det.boxes[:, 2:]) / 2
+    i = int(np.argmin(np.linalg.norm(centres - [w / 2, h / 2], axis=1)))
+    return det.boxes[i], det.landmarks[i]
+
+
+def chip_landmarks(detector, chip: np.ndarray) -> np.ndarray | None:
+    """Landmarks CenterFace finds in ``chip`` placed in a grey canvas (chip pixels), or None."""
+    canvas = cv2.copyMakeBorder(chip, CANVAS_PAD, CANVAS_PAD, CANVAS_PAD, CANVAS_PAD, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    found = centre_face(detector, canvas)
+    return None if found is None else found[1] - CANVAS_PAD
+
+
+def identity_and_naturalness(cloak: Cloak, detector, exact: FaceEmbedder, people: list[tuple[str, Path, Path]], cfg: RenderConfig) -> None:
+    from skimage.metrics import structural_similarity
+
+    guarded = Cloak(model=cloak.model, threads=cloak.threads, verify=True)  # what a render would write
+
+    rows = []  # (d_same_before, d_same_after, d_other_before, d_other_after, detected, lm_err, ssim)
+    grid: list[np.ndarray] = []
+    for i, (_name, p1, p2) in enumerate(people):
+        a, b = load_rgb(p1), load_rgb(p2)
+        if a is None or b is None:
+            continue
+        fa, fb = centre_face(detector, a), centre_face(detector, b)
+        if fa is None or fb is None:
+            continue
+        region = FaceRegion(identity_id=0, track_id=i, box=fa[0], landmarks=fa[1], observed=True)
+        cloaked = cloak.apply(a.copy(), [region], cfg)
+        guarded.apply(a.copy(), [region], cfg)
+        transform = chip_transform(fa[1])
+        chip_o, chip_c = warp_chip(a, transform), warp_chip(cloaked, transform)
+        e_o, e_c = exact.embed(np.stack([chip_o, chip_c]))
+        (e_b,) = exact.embed_faces(b, fb[1][None])
+        lm_o, lm_c = chip_landmarks(detector, chip_o), chip_landmarks(detector, chip_c)
+        lm_err = np.nan
+        if lm_o is not None and lm_c is not None:
+            iod = float(np.linalg.norm(lm_o[1] - lm_o[0]))
+            lm_err = float(np.linalg.norm(lm_c - lm_o, axis=1).max() / iod)
+        ssim = structural_similarity(chip_o, chip_c, channel_axis=2, data_range=255)
+        rows.append((0.0, float(distance(e_c, e_o)), float(distance(e_o, e_b)), float(distance(e_c, e_b)), lm_c is not None, lm_err, ssim))
+        if len(grid) < GRID_FACES:
+            grid.append(np.hstack([chip_o, chip_c]))
+    if not rows:
+        print("no usable held-out people found")
+        return
+    r = np.array(rows, np.float64)
+    match = r[:, :4] < SAME_PERSON_L2
+    print(f"\nIdentity removal ({len(r)} held-out people; exact recognizer, match = L2 < {SAME_PERSON_L2})")
+    print(f"{'matched to':<28}{'before':>10}{'after':>10}{'mean L2 after':>16}")
+    print(f"{'(a) the same original face':<28}{match[:, 0].mean():>10.1%}{match[:, 1].mean():>10.1%}{r[:, 1].mean():>16.3f}")
+    print(f"{'(b) another photo of them':<28}{match[:, 2].mean():>10.1%}{match[:, 3].mean():>10.1%}{r[:, 3].mean():>16.3f}")
+    g, n = guarded.stats, max(guarded.stats.faces, 1)
+    print(f"renderer with verification (fast recognizer): {g.cloaked / n:.1%} cloaked, {g.unverified / n:.1%} blurred")
+    err = r[:, 5][~np.isnan(r[:, 5])]
+    print("\nNaturalness")
+    print(f"{'still detected (CenterFace 0.5)':<40}{r[:, 4].mean():>10.1%}")
+    if len(err):
+        print(f"{'landmark shift / inter-ocular, mean':<40}{err.mean():>10.3f}")
+        print(f"{'faces with all 5 points within 5%':<40}{(err <= LANDMARK_TOLERANCE).mean():>10.1%}")
+    print(f"{'SSIM of the face chip (mean)':<40}{r[:, 6].mean():>10.3f}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    cols = 3
+    while len(grid) % cols:
+        grid.append(np.zeros_like(grid[0]))
+    sheet = np.vstack([np.hstack(grid[k : k + cols]) for k in range(0, len(grid), cols)])
+    cv2.imwrite(str(OUT / "cloak_grid.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print(f"\nsaved {OUT / 'cloak_grid.png'} (each pair: original chip | cloaked chip)")
+
+
+def moving_average(x: np.ndarray, window: int = SMOOTH_FRAMES) -> np.ndarray:
+    """Centred moving average along axis 0, edges padded with the end values (stand-in for smooth.py)."""
+    pad = window // 2
+    flat = x.reshape(len(x), -1)
+    padded = np.concatenate([flat[:1].repeat(pad, 0), flat, flat[-1:].repeat(pad, 0)])
+    kernel = np.ones(window) / window
+    return np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(flat.shape[1])], axis=1).reshape(x.shape)
+
+
+def temporal(cloak_factory, detector, frames: int, cfg: RenderConfig) -> None:
+    print(f"\nTemporal stability (first {frames} frames; mean |frame t - frame t-1| inside the face box)")
+    print(f"{'clip':<22}{'faces':>6}{'original':>10}{'cloaked':>10}{'ratio':>8}")
+    ratios = []
+    for k in range(1, 6):
+        path = FOOTAGE / f"talkinghead_{k}.mp4"
+        if not path.is_file():
+            print(f"{path.name:<22} missing")
+            continue
+        imgs = []
+        with av.open(str(path)) as c:
+            for f in c.decode(video=0):
+                imgs.append(f.to_ndarray(format="rgb24"))
+                if len(imgs) >= frames:
+                    break
+        found = []
+        for img in imgs:
+            (det,) = detector.detect([img], [0], 1.0, THRESHOLD)
+            if len(det) and det.landmarks is not None:
+                j = int(np.argmax((det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])))
+                found.append((det.boxes[j], det.landmarks[j]))
+            else:
+                found.append(None)
+        if any(f is None for f in found):
+            imgs, found = [im for im, f in zip(imgs, found) if f is not None], [f for f in found if f is not None]
+        if len(found) < 3:
+            print(f"{path.name:<22} too few faces")
+            continue
+        boxes = np.array([f[0] for f in found], np.float64)
+        lms = np.array([f[1] for f in found], np.float64)
+        boxes, lms = moving_average(boxes), moving_average(lms)
+        cloak = cloak_factory()
+        outs = [cloak.apply(im.copy(), [FaceRegion(0, 1, b.astype(np.float32), lm, True)], cfg) for im, b, lm in zip(imgs, boxes, lms)]
+        d_o, d_c = [], []
+        for t in range(1, len(imgs)):
+            x1, y1, x2, y2 = boxes[t].astype(int)
+            x1, y1 = max(x1, 0), max(y1, 0)
+            d_o.append(np.abs(imgs[t][y1:y2, x1:x2].astype(np.float32) - imgs[t - 1][y1:y2, x1:x2]).mean())
+            d_c.append(np.abs(outs[t][y1:y2, x1:x2].astype(np.float32) - outs[t - 1][y1:y2, x1:x2]).mean())
+        ratio = float(np.mean(d_c) / max(np.mean(d_o), 1e-6))
+        ratios.append(ratio)
+        print(f"{path.name:<22}{len(imgs):>6}{np.mean(d_o):>10.2f}{np.mean(d_c):>10.2f}{ratio:>8.2f}")
+    if ratios:
+        print(f"{'mean':<22}{'':>26}{np.mean(ratios):>8.2f}")
+
+
+def speed(cloak: Cloak, cfg: RenderConfig, repeats: int = 5) -> None:
+    if cloak._session is None:
+        cloak._load(cfg)
+    assert cloak._embedder is not None
+    print(f"\nSpeed (ms per face, this machine, provider {cloak._session.get_providers()[0]})")
+    print(f"{'batch':<8}{'generator':>12}{'gen + embed':>14}")
+    rng = np.random.default_rng(0)
+    for batch in (1, 16):
+        x = rng.uniform(0, 255, (batch, CROP_SIZE, CROP_SIZE, 3)).astype(np.float32)
+        chips = rng.integers(0, 256, (batch, CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
+        d = rng.normal(0, 0.1, (batch, DESCRIPTOR_SIZE)).astype(np.float32)
+        cloak.generate(x, d)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            cloak.generate(x, d)
+        gen = (time.perf_counter() - t0) / repeats / batch * 1000
+        cloak._embedder.embed(chips)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            cloak._embedder.embed(chips)
+        emb = (time.perf_counter() - t0) / repeats / batch * 1000
+        print(f"{batch:<8}{gen:>12.1f}{gen + emb:>14.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=None, help="cloak ONNX (default: $DEID_EDIT_CLOAK_MODEL, else the manifest's cloak)")
+    ap.add_argument("--count", type=int, default=200, help="held-out people (faces) to measure")
+    ap.add_argument("--frames", type=int, default=60, help="frames per talkinghead clip for the temporal test")
+    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
+    ap.add_argument("--no-temporal", action="store_true")
+    args = ap.parse_args()
+
+    cfg = RenderConfig(mode="cloak")
+    detector = create_detector(DetectConfig(threads=args.threads))
+
+    def new_cloak() -> Cloak:
+        return Cloak(model=args.model, threads=args.threads, verify=False)
+
+    cloak = new_cloak()
+    print(f"model: {cloak.model_file(cfg)}")
+    exact = FaceEmbedder(threads=args.threads, recognizer="exact")
+    people = held_out_people(args.count)
+    identity_and_naturalness(cloak, detector, exact, people, cfg)
+    if not args.no_temporal:
+        temporal(new_cloak, detector, args.frames, cfg)
+    speed(cloak, cfg)
+
+
+if __name__ == "__main__":
+    main()

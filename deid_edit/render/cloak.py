@@ -1,0 +1,328 @@
+"""The cloak anonymizer: each face replaced by a learned, natural-looking face of someone else.
+
+Input: an RGB frame (or the RGB crop ``render.planes`` cuts around a group of regions) and its
+``FaceRegion`` list (smoothed landmarks, track ids). Output: the frame with every face cloaked, in
+place (next: encode). The generator is ``models/cloak.onnx`` (``deid_edit.generator``), run by ONNX
+Runtime; nothing here imports torch.
+
+Per frame:
+
+1. Faces narrower than ``MIN_CLOAK_FACE_PX`` (the generator would see a blown-up smudge and its
+   output a smudge; no recognizer can be fooled *or* matched there), regions whose track already
+   failed verification (4.) and, when the model cannot be used at all, every face fall back to the
+   ``blur`` anonymizer: a face is never left uncovered because the cloak cannot handle it.
+2. The rest are aligned from their smoothed landmarks onto the recognizer's 150x150 chip
+   (``embed.chip_transform``/``warp_chip``; landmarks estimated from the box when a region has
+   none), embedded by the engine's recognizer, and the chip resized to the generator's 128.
+   The descriptor fed to the generator is an exponential moving average over the track's frames
+   (``DESCRIPTOR_EMA``): the raw descriptor jitters a little from frame to frame and the generator
+   would turn that jitter into flicker of the new identity.
+3. The generator returns the cloaked chip ``m*z + (1-m)*x`` and its mask ``m``. Colour at the seam:
+   the mean colour of the generated face ``z`` on a ring just inside the mask edge is matched to
+   the original's there by a per-channel gain (smoothed per track too), so the new face does not
+   sit on the old skin as a patch of another tone.
+4. Verification (on unless ``DEID_EDIT_CLOAK_VERIFY=0``): after the paste (5.) the face is cut
+   out of the written frame again at the same alignment and embedded; a face the recognizer still
+   matches to its own original (L2 below ``SAME_PERSON_L2`` plus ``VERIFY_MARGIN``, for the
+   fast/exact recognizer gap) is blurred instead, and so is the rest of its track (sticky, so a
+   face does not flicker between cloak and blur; the frame's pastes are undone first). Privacy
+   fails closed: the cloak is trusted only where it measurably removed the identity. Costs one
+   more recognizer run per face.
+5. Paste back: the cloaked chip and its mask are warped back through the inverse affine; the alpha
+   is the generator's mask, scaled up (``MASK_GAIN``) so the edit shows at full strength wherever
+   the generator edits at all, slightly blurred in chip space (a feather that scales with the
+   face), faded out at the chip's border, and cut by the region's own feathered shape, so pixels
+   outside the region's mask stay bit-exact as in every other mode.
+
+Where the generator's mask is weak (hair, ears, background inside the region) the original pixels
+stay: that is the method (Gafni et al. change the identity-bearing inner face and keep everything
+else). Identity removal there is the recognizer's verdict of step 4, not a painted-over area.
+
+Faces are batched per call (all faces of one frame, or of one group of overlapping regions on the
+YUV path); ``BATCH`` bounds a batch. The model file is the manifest's ``cloak`` entry, or the path
+in ``DEID_EDIT_CLOAK_MODEL`` / a ``cloak_model`` field of RenderConfig when it has one; the
+device is RenderConfig's ``device`` when it has one, else ``auto`` (GPU when present).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..config import RenderConfig
+from ..embed import CHIP_SIZE, DEFAULT_RECOGNIZER, SAME_PERSON_L2, FaceEmbedder, chip_transform, distance, warp_chip
+from ..errors import ModelError
+from ..generator import CROP_SIZE
+from ..types import FaceRegion
+from .classic import Blur
+from .shapes import RegionMask, region_mask
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "cloak"  # manifest entry
+MODEL_ENV = "DEID_EDIT_CLOAK_MODEL"  # path override (tests, benchmarks, a model under evaluation)
+VERIFY_ENV = "DEID_EDIT_CLOAK_VERIFY"  # "0" turns the re-identification check off (benchmarks)
+# Face box width (source pixels) below which a face is blurred instead: at 48 px the eyes are
+# ~20 px apart, the chip is upsampled ~2.5x and the generator would paint on interpolated mush.
+MIN_CLOAK_FACE_PX = 48.0
+BATCH = 16  # faces per generator/recognizer call
+DESCRIPTOR_EMA = 0.3  # weight of the newest frame in the per-track descriptor average
+GAIN_EMA = 0.3  # same for the seam colour gain
+GAIN_LIMITS = (0.75, 1.33)  # a larger correction means the ring is not skin (occlusion, hair): stay near 1
+RING_PX = 6  # width of the seam ring inside the mask edge, generator pixels
+MASK_CUT = 0.5  # the mask level taken as the generator's edge for the ring
+MASK_GAIN = 4.0  # alpha = clip(MASK_GAIN * m): full strength wherever m >= 0.25
+MASK_FEATHER_PX = 1.5  # Gaussian sigma of the alpha in generator pixels (scales with the face)
+CHIP_BORDER_PX = 4  # alpha fades to 0 over this many generator pixels at the chip edge
+VERIFY_MARGIN = 0.05  # extra L2 demanded beyond SAME_PERSON_L2 (fast vs exact recognizer gap)
+# Where the 5 landmarks sit in a plan region's box (x, y as fractions of its width/height) when a
+# region carries none: the mean over a generated sample clip's CenterFace detections (both photos,
+# 20 frames), in boxes the plan grew upward by 12% (plan.TOP_EXTRA).
+BOX_LANDMARKS = np.array([[0.29, 0.435], [0.71, 0.435], [0.50, 0.593], [0.32, 0.731], [0.68, 0.731]], np.float64)
+
+
+@dataclass
+class CloakStats:
+    """What one render did with its faces, for the render summary (``Cloak.stats``)."""
+
+    faces: int = 0  # face samples seen (frames x faces)
+    cloaked: int = 0
+    small: int = 0  # blurred: narrower than MIN_CLOAK_FACE_PX
+    unverified: int = 0  # blurred: the recognizer still knew the cloaked face (or its track)
+    estimated_landmarks: int = 0  # cloaked from landmarks estimated from the box
+
+    @property
+    def blurred(self) -> int:
+        return self.small + self.unverified
+
+    def summary(self) -> str:
+        return (
+            f"cloak: {self.cloaked} of {self.faces} face samples cloaked, {self.blurred} blurred "
+            f"({self.small} too small, {self.unverified} still recognizable)"
+        )
+
+
+def landmarks_from_box(box: np.ndarray) -> np.ndarray:
+    """(5,2) landmarks estimated from a region box (xyxy), for regions without detected ones."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return np.array([x1, y1]) + BOX_LANDMARKS * np.array([x2 - x1, y2 - y1])
+
+
+def generator_transform(landmarks: np.ndarray) -> np.ndarray:
+    """2x3 image -> generator-chip (128 px) transform: the 150 chip's, scaled as the resize does.
+
+    With pixel centres at integers an area resize by s maps c150 to (c150 + 0.5) * s - 0.5.
+    """
+    m = chip_transform(np.asarray(landmarks, np.float64))
+    s = CROP_SIZE / CHIP_SIZE
+    out = m * s
+    out[:, 2] += 0.5 * s - 0.5
+    return out
+
+
+def seam_gain(x: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray | None:
+    """Per-channel gain that makes the generated face's mean colour on the ring just inside the
+    mask edge equal to the original's there; None when the mask has no usable ring.
+
+    ``x``/``y`` are the input and cloaked chips (H,W,3 float), ``m`` the mask (H,W). ``m*z`` is
+    recovered exactly as ``y - (1-m)*x``, so no division by a small mask happens per pixel.
+    """
+    inside = (m >= MASK_CUT).astype(np.uint8)
+    core = cv2.erode(inside, np.ones((2 * RING_PX + 1, 2 * RING_PX + 1), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ring = (inside > 0) & (core == 0)
+    if ring.sum() < 4 * RING_PX:
+        return None
+    mz = y[ring] - (1.0 - m[ring])[:, None] * x[ring]
+    wsum = float(m[ring].sum())
+    z_mean = mz.sum(axis=0) / wsum
+    x_mean = (m[ring][:, None] * x[ring]).sum(axis=0) / wsum
+    return np.clip(x_mean / np.maximum(z_mean, 1.0), *GAIN_LIMITS).astype(np.float32)
+
+
+def chip_alpha(m: np.ndarray) -> np.ndarray:
+    """The paste-back alpha in generator-chip space (see the module docstring, step 5)."""
+    a = np.clip(m * MASK_GAIN, 0.0, 1.0).astype(np.float32)
+    a = cv2.GaussianBlur(a, (0, 0), MASK_FEATHER_PX, borderType=cv2.BORDER_CONSTANT)
+    ramp = np.clip((np.arange(CROP_SIZE, dtype=np.float32) + 0.5) / CHIP_BORDER_PX, 0.0, 1.0)
+    ramp = np.minimum(ramp, ramp[::-1])
+    return a * ramp[:, None] * ramp[None, :]
+
+
+def paste(image: np.ndarray, rmask: RegionMask, chip: np.ndarray, alpha: np.ndarray, transform: np.ndarray) -> None:
+    """Warp ``chip`` (128x128x3) and its ``alpha`` back into ``image`` through the inverse of
+    ``transform`` (image -> chip), only inside the region's mask and its feather."""
+    ys, xs = rmask.slices
+    roi = image[ys, xs]
+    rh, rw = roi.shape[:2]
+    t = np.array(transform, np.float64)
+    t[:, 2] += t[:, :2] @ np.array([rmask.x0, rmask.y0], np.float64)  # roi pixel -> chip
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    back = cv2.warpAffine(chip, t, (rw, rh), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    a = cv2.warpAffine(alpha, t, (rw, rh), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    a = (a * rmask.alpha)[..., None]
+    out = roi.astype(np.float32) * (1.0 - a) + back * a
+    image[ys, xs] = np.where(a > 0, np.clip(out + 0.5, 0, 255).astype(np.uint8), roi)
+
+
+class Cloak:
+    """Learned de-identification (``--mode cloak``): see the module docstring.
+
+    One instance renders one video: it keeps per-track state (descriptor and colour averages,
+    tracks that failed verification) and the counts in ``stats``. ``model``, ``device``,
+    ``threads`` and ``verify`` override what is otherwise read from RenderConfig/env/manifest.
+    """
+
+    name = "cloak"
+    full_frame = False
+    hides_faces = True
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        verify: bool | None = None,
+    ) -> None:
+        self.model = Path(model) if model else None
+        self.device = device
+        self.threads = threads
+        if verify is None:
+            verify = os.environ.get(VERIFY_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+        self.verify = verify
+        self.stats = CloakStats()
+        self._session: Any = None
+        self._inputs: tuple[str, str] = ("image", "descriptor")
+        self._outputs: tuple[str, str] = ("cloaked", "mask")
+        self._embedder: FaceEmbedder | None = None
+        self._descriptors: dict[int, np.ndarray] = {}
+        self._gains: dict[int, np.ndarray] = {}
+        self._failed: set[int] = set()
+        self._blur = Blur()
+
+    # -- model ---------------------------------------------------------------------------------
+    def model_file(self, cfg: RenderConfig | None = None) -> Path:
+        """The generator file: argument, RenderConfig.cloak_model, $DEID_EDIT_CLOAK_MODEL, manifest."""
+        from ..models import model_path
+
+        path = self.model or getattr(cfg, "cloak_model", None) or os.environ.get(MODEL_ENV) or None
+        if path is None:
+            from ..models import manifest
+
+            if MODEL_NAME not in manifest():
+                raise ModelError(
+                    "no cloak model ships with this version yet (models/README.md); train one with 'deid-edit train-cloak' and "
+                    f"'deid-edit export-cloak' and point {MODEL_ENV} at it, or use --mode blur"
+                )
+            return model_path(MODEL_NAME)
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(
+                f"{path}: cloak model not found (set by {MODEL_ENV} or the cloak model option); make one with 'deid-edit export-cloak'"
+            )
+        return path
+
+    def _load(self, cfg: RenderConfig) -> None:
+        from ..detect.onnx import make_session
+
+        device = self.device or getattr(cfg, "device", None) or "auto"
+        threads = self.threads if self.threads is not None else int(getattr(cfg, "threads", 0) or 0)
+        path = self.model_file(cfg)
+        self._session = make_session(path, device, threads)
+        names = {i.name for i in self._session.get_inputs()}
+        if names != set(self._inputs):
+            raise ModelError(f"{path}: not a cloak generator (inputs {sorted(names)}, expected image and descriptor)")
+        self._embedder = FaceEmbedder(device=device, threads=threads, batch_size=BATCH, recognizer=DEFAULT_RECOGNIZER)
+        log.info("cloak: %s on %s", path, self._session.get_providers()[0])
+
+    def generate(self, chips: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,128,128,3) float32 cloaked chips and (N,128,128) masks for uint8/float chips and descriptors."""
+        out_y = np.empty((len(chips), CROP_SIZE, CROP_SIZE, 3), np.float32)
+        out_m = np.empty((len(chips), CROP_SIZE, CROP_SIZE), np.float32)
+        for s in range(0, len(chips), BATCH):
+            blob = np.ascontiguousarray(np.asarray(chips[s : s + BATCH], np.float32).transpose(0, 3, 1, 2))
+            desc = np.ascontiguousarray(descriptors[s : s + BATCH], np.float32)
+            y, m = self._session.run(list(self._outputs), {self._inputs[0]: blob, self._inputs[1]: desc})
+            out_y[s : s + len(blob)] = y.transpose(0, 2, 3, 1)
+            out_m[s : s + len(blob)] = m[:, 0]
+        return out_y, out_m
+
+    # -- per track state -----------------------------------------------------------------------
+    def _smooth(self, store: dict[int, np.ndarray], track_id: int, value: np.ndarray, weight: float) -> np.ndarray:
+        prev = store.get(track_id)
+        value = value if prev is None else (1.0 - weight) * prev + weight * value
+        store[track_id] = value
+        return value
+
+    # -- the anonymizer ------------------------------------------------------------------------
+    def apply(self, image: np.ndarray, regions: Sequence[FaceRegion], cfg: RenderConfig) -> np.ndarray:
+        blur: list[FaceRegion] = []
+        faces: list[tuple[FaceRegion, RegionMask, np.ndarray]] = []
+        for r in regions:
+            rmask = region_mask(r, image.shape[:2], cfg.shape, cfg.padding, cfg.feather)
+            if rmask is None:
+                continue
+            self.stats.faces += 1
+            if float(r.box[2] - r.box[0]) < MIN_CLOAK_FACE_PX:
+                self.stats.small += 1
+                blur.append(r)
+            elif r.track_id in self._failed:
+                self.stats.unverified += 1
+                blur.append(r)
+            else:
+                if r.landmarks is None:
+                    self.stats.estimated_landmarks += 1
+                lm = landmarks_from_box(r.box) if r.landmarks is None else np.asarray(r.landmarks, np.float64)
+                faces.append((r, rmask, lm))
+        if faces:
+            blur += self._cloak(image, faces, cfg)
+        if blur:
+            self._blur.apply(image, blur, cfg)
+        return image
+
+    def _cloak(self, image: np.ndarray, faces: list[tuple[FaceRegion, RegionMask, np.ndarray]], cfg: RenderConfig) -> list[FaceRegion]:
+        """Cloak ``faces`` in ``image``; returns those that must be blurred instead."""
+        if self._session is None:
+            self._load(cfg)
+        assert self._embedder is not None
+        transforms = [chip_transform(lm) for _, _, lm in faces]
+        chips150 = np.stack([warp_chip(image, t) for t in transforms])
+        raw = self._embedder.embed(chips150)
+        desc = np.stack([self._smooth(self._descriptors, r.track_id, d, DESCRIPTOR_EMA) for (r, _, _), d in zip(faces, raw)])
+        x = np.stack([cv2.resize(c, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA) for c in chips150]).astype(np.float32)
+        y, m = self.generate(x, desc)
+        for i, (r, _, _) in enumerate(faces):
+            gain = seam_gain(x[i], y[i], m[i])
+            gain = self._smooth(self._gains, r.track_id, np.ones(3, np.float32) if gain is None else gain, GAIN_EMA)
+            y[i] = np.clip(y[i] + (gain - 1.0) * (y[i] - (1.0 - m[i])[..., None] * x[i]), 0.0, 255.0)
+        alphas = [chip_alpha(mi) for mi in m]
+        saved = [image[rmask.slices].copy() for _, rmask, _ in faces]
+        for i, (_, rmask, lm) in enumerate(faces):
+            paste(image, rmask, y[i], alphas[i], generator_transform(lm))
+        still = np.zeros(len(faces), bool)
+        if self.verify:  # judged on the frame as written, re-cut at the same alignment
+            recut = np.stack([warp_chip(image, t) for t in transforms])
+            still = distance(self._embedder.embed(recut), raw) < SAME_PERSON_L2 + VERIFY_MARGIN
+        if still.any():  # undo every paste (overlaps!), then paste only the faces that passed
+            for (_, rmask, _), roi in zip(reversed(faces), reversed(saved)):
+                image[rmask.slices] = roi
+            for i, (_, rmask, lm) in enumerate(faces):
+                if not still[i]:
+                    paste(image, rmask, y[i], alphas[i], generator_transform(lm))
+        rejected: list[FaceRegion] = []
+        for i, (r, _, _) in enumerate(faces):
+            if not still[i]:
+                self.stats.cloaked += 1
+                continue
+            if r.track_id not in self._failed:
+                log.info("cloak: track %d is still recognizable after cloaking; blurring it from here on", r.track_id)
+            self._failed.add(r.track_id)
+            self.stats.unverified += 1
+            rejected.append(r)
+        return rejected
