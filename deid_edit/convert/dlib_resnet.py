@@ -43,6 +43,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -495,16 +496,23 @@ def export_onnx(model: nn.Module, out: Path) -> None:
         verbose=False,
     )
     proto = program.model_proto
-    # The exporter annotates every node with Python stack traces (absolute paths of this machine,
-    # line numbers of this file) and module names: drop them so the file is reproducible and
-    # carries nothing about where it was made.
+    scrub_export_annotations(proto)
+    out.write_bytes(proto.SerializeToString(deterministic=True))
+
+
+def scrub_export_annotations(proto: Any) -> None:
+    """Remove what torch's exporter writes about where it ran, in place.
+
+    The exporter annotates every node with Python stack traces (absolute paths of this machine,
+    line numbers of this file) and module names: dropped so the file is reproducible and carries
+    nothing about where it was made. Model-level metadata is cleared too (callers add their own).
+    """
     for node in proto.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
     del proto.metadata_props[:]
     proto.doc_string = ""
     proto.graph.doc_string = ""
-    out.write_bytes(proto.SerializeToString(deterministic=True))
 
 
 def verify_onnx(model: nn.Module, path: Path, chips: np.ndarray) -> float:

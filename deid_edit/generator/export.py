@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..convert.dlib_resnet import scrub_export_annotations
 from ..errors import EncodeError
 from . import DESCRIPTOR_SIZE
 from .model import CloakGenerator
@@ -46,15 +47,9 @@ def export_onnx(gen: CloakGenerator, out: Path, force: bool = False) -> Path:
         verbose=False,
     )
     proto = program.model_proto
-    # drop the exporter's stack traces (paths of this machine) so the file is reproducible
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    del proto.metadata_props[:]
+    scrub_export_annotations(proto)  # the exporter's stack traces (paths of this machine): reproducible file
     entry = proto.metadata_props.add()
     entry.key, entry.value = "deid_edit.cloak", json.dumps({"size": size, "generator": gen.cfg.to_json()})
-    proto.doc_string = ""
-    proto.graph.doc_string = ""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(proto.SerializeToString(deterministic=True))
