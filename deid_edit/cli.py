@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -569,6 +570,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point with the exit-code contract (0 ok, 1 error, 2 usage, 130 interrupted)."""
     debug = os.environ.get("DEID_EDIT_DEBUG") == "1"
     args = sys.argv[1:] if argv is None else argv
+    # A process started in the background by a non-interactive shell, or by some GUI hosts, inherits
+    # SIGINT as *ignored*, and Python then never raises KeyboardInterrupt: the editor plugins' Cancel
+    # (SIGINT, then SIGKILL after a grace period) would leave a temp file behind. Always honour it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     json_mode = "json" in args and "--progress" in args
     try:
         cli.main(args=args, prog_name="deid-edit", standalone_mode=False)

@@ -262,3 +262,23 @@ def test_cloak_without_a_model_fails_before_analysis(sample_clip, tmp_path, monk
     proc = subprocess.run(argv, capture_output=True, text=True, env={**env, "DEID_EDIT_CLOAK_MODEL": str(missing)}, timeout=60)
     assert proc.returncode == 1 and str(missing) in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_ctrl_c_is_honoured_even_when_the_host_ignores_it(sample_clip, tmp_path):
+    """Hosts that start the CLI with SIGINT ignored (a background job of a non-interactive shell,
+    some GUI apps running the editor plugins) must still be able to cancel it with SIGINT."""
+    src, _ = sample_clip
+    target = tmp_path / "x.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deid_edit", "run", str(src), "-o", str(target), "--progress", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # running: its first progress line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert not target.exists() and list(tmp_path.iterdir()) == []
