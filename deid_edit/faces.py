@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import ConfigError, EncodeError
 from .identities import frontality
+from .io.atomic import write_atomic
 from .io.decode import VideoReader
 from .plan import TOP_EXTRA, Plan
 from .progress import NullProgress, ProgressSink
@@ -365,13 +366,7 @@ def _write_png(path: Path, bgr: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
         raise EncodeError(f"{path}: PNG encoding failed ({bgr.shape[1]}x{bgr.shape[0]}); try a smaller --thumb or --per-row")
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EncodeError(f"{path}: cannot write ({exc.strerror}); check the folder and free space") from exc
+    write_atomic(path, buf.tobytes(), EncodeError, "", "check the folder and free space")
 
 
 def _count(n: int, noun: str) -> str:

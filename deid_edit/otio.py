@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,6 +28,7 @@ import opentimelineio as otio
 from . import __version__
 from .errors import ConfigError, EncodeError, InputError
 from .faces import UNASSIGNED, summarize
+from .io.atomic import write_atomic
 from .io.decode import probe
 from .plan import Plan, frac_str, load_plan
 
@@ -289,14 +289,7 @@ def write_timeline(timeline: otio.schema.Timeline, path: Path, force: bool, flag
     """Write OTIO JSON atomically (temporary file beside the target, then rename)."""
     check_timeline_output(path, force, flag=flag)
     text = otio.adapters.write_to_string(timeline, "otio_json")
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EncodeError(f"{path}: cannot write the timeline ({exc.strerror}); choose a writable location") from exc
+    write_atomic(path, text, EncodeError, "the timeline", "choose a writable location", make_parent=True)
     return path
 
 

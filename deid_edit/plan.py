@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PlanError
+from .io.atomic import write_atomic
 from .types import FaceRegion, FrameDetections, Identity, Shot, Track, VideoInfo
 
 SCHEMA = "deid_edit.Plan.1"
@@ -229,13 +230,7 @@ def _track_from_json(d: dict[str, Any]) -> Track:
 def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
     """Write the plan atomically (temporary file + rename)."""
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.part")
-    try:
-        tmp.write_text(json.dumps(plan.to_json(), separators=(",", ":")))
-        os.replace(tmp, p)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PlanError(f"{p}: cannot write plan ({exc.strerror}); check the folder") from exc
+    write_atomic(p, json.dumps(plan.to_json(), separators=(",", ":")), PlanError, "plan", "check the folder")
     return p
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ..convert.dlib_resnet import scrub_export_annotations
 from ..errors import EncodeError
+from ..io.atomic import write_atomic
 from . import DESCRIPTOR_SIZE
 from .model import CloakGenerator
 from .train import load_generator
@@ -50,10 +51,7 @@ def export_onnx(gen: CloakGenerator, out: Path, force: bool = False) -> Path:
     scrub_export_annotations(proto)  # the exporter's stack traces (paths of this machine): reproducible file
     entry = proto.metadata_props.add()
     entry.key, entry.value = "deid_edit.cloak", json.dumps({"size": size, "generator": gen.cfg.to_json()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(proto.SerializeToString(deterministic=True))
-    tmp.replace(out)
+    write_atomic(out, proto.SerializeToString(deterministic=True), EncodeError, "the cloak model", "choose a writable location", True)
     return out
 
 
