@@ -22,8 +22,8 @@ from deid_edit.cli import cli  # noqa: E402
 from deid_edit.generator import CROP_SIZE  # noqa: E402
 from deid_edit.generator.export import max_abs_diff  # noqa: E402
 from deid_edit.generator.extract import HELD_OUT, INDEX, extract_faces, lfw_held_out, read_index  # noqa: E402
-from deid_edit.generator.model import CloakGenerator, PatchDiscriminator, RecognitionFeatures  # noqa: E402
-from deid_edit.generator.train import LOSSES, TrainConfig, load_generator, train  # noqa: E402
+from deid_edit.generator.model import CloakGenerator, DetectorFeatures, PatchDiscriminator, RecognitionFeatures  # noqa: E402
+from deid_edit.generator.train import LOSSES, ChipSet, LossWeights, TrainConfig, landmark_loss, load_generator, train  # noqa: E402
 from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path  # noqa: E402
 
 LFW = SHARED / "faces" / "lfw" / "lfw_deepfunneled"
@@ -119,6 +119,35 @@ def test_resume_continues_exactly(dataset: Path, recognizer: RecognitionFeatures
         assert ra["total"] == pytest.approx(rb["total"], abs=1e-4), (ra, rb)
     for pa, pb in zip(straight.gen.parameters(), resumed.gen.parameters()):
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+
+
+def test_detector_attractor_sees_smeared_eyes(dataset: Path) -> None:
+    """The landmark term is zero for an unchanged chip and clearly positive when the eye band is
+    smeared (the failure it exists to prevent); the detector finds the chip's face at all."""
+    det = DetectorFeatures()
+    chips = ChipSet(dataset).batch(0, 4, 0)
+    smeared = chips.clone()
+    band = slice(CROP_SIZE * 3 // 8, CROP_SIZE * 9 // 16)  # the eyes of an aligned chip
+    smeared[:, :, band] = torch.nn.functional.avg_pool2d(chips, 15, 1, 7)[:, :, band]
+    with torch.no_grad():
+        ref = det(chips)
+        assert float(ref[0].amax(dim=(1, 2, 3)).min()) > 0.5
+        assert float(landmark_loss(ref, ref)) == 0.0
+        assert float(landmark_loss(ref, det(smeared))) > 0.01
+
+
+def test_init_starts_a_new_run_from_another_runs_weights(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
+    first = train(dataset, tmp_path / "a", TrainConfig(steps=3, batch=2, warmup=1, checkpoint_every=1000, threads=1), recognizer=recognizer)
+    cfg = TrainConfig(steps=1, batch=2, lr=1e-12, warmup=1, checkpoint_every=1000, threads=1, weights=LossWeights(landmarks=5.0))
+    second = train(dataset, tmp_path / "b", cfg, recognizer=recognizer, init=tmp_path / "a")
+    assert second.step == 1
+    for pa, pb in zip(first.gen.parameters(), second.gen.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0)
+    record = json.loads((tmp_path / "b" / LOSSES).read_text().splitlines()[-1])
+    assert record["step"] == 0 and record["landmarks"] > 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["init"] == str((tmp_path / "a").resolve())
+    with pytest.raises(Exception, match="no checkpoint.pt"):
+        train(dataset, tmp_path / "c", cfg, recognizer=recognizer, init=tmp_path / "missing")
 
 
 def test_cli_train_export_onnx_round_trip(dataset: Path, tmp_path: Path) -> None:

@@ -117,6 +117,37 @@ class PatchDiscriminator(nn.Module):
         return self.net(image / 127.5 - 1.0)
 
 
+class DetectorFeatures(nn.Module):
+    """The engine's face detector (CenterFace, converted from ``models/centerface.onnx`` by the torch
+    backend's onnx2torch loader), frozen: its heatmap and landmark maps of a chip.
+
+    Why a second instrument: the recognizer's low/mid features are pooled over the whole chip, so the
+    attractor barely notices the eyes turning into a smear, which is exactly where the repeller finds
+    identity cheapest. The detector's landmark regression at the face centre measures what the renderer
+    and the benchmark need kept (the 5 points, and "still a face"). Needs onnx2torch (installed
+    ``--no-deps``, see the Makefile); loaded only when the ``landmarks`` loss weight is above 0.
+    """
+
+    def __init__(self, net: nn.Module | None = None) -> None:
+        super().__init__()
+        if net is None:
+            from ..backend.torch_backend import convert_onnx
+
+            net = convert_onnx("centerface")
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DetectorFeatures:
+        """Always in eval mode, like the recognizer: a measuring instrument."""
+        return super().train(False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmap [B,1,S/4,S/4] and landmark maps [B,10,S/4,S/4] (box-relative) of RGB 0..255 chips."""
+        heat, _size, _offset, landmarks = self.net(image)
+        return heat, landmarks
+
+
 class RecognitionFeatures(nn.Module):
     """dlib's face recognition ResNet (frozen), returning features at several depths.
 

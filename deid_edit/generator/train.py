@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, InputError
 from . import CROP_SIZE
 from .extract import HELD_OUT, read_held_out, read_index
-from .model import CloakGenerator, GeneratorConfig, PatchDiscriminator, RecognitionFeatures
+from .model import CloakGenerator, DetectorFeatures, GeneratorConfig, PatchDiscriminator, RecognitionFeatures
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class LossWeights:
     mask_l1: float = 0.05  # small masks: change only what identity needs
     mask_tv: float = 0.5  # smooth masks: no speckles, no hard seams
     adv: float = 0.05  # realism (hinge GAN, PatchGAN)
+    landmarks: float = 0.0  # detector attractor: heatmap and 5-point maps of the output pulled to the input's
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,16 @@ def total_variation(m: torch.Tensor) -> torch.Tensor:
     return (m[:, :, 1:] - m[:, :, :-1]).abs().mean() + (m[:, :, :, 1:] - m[:, :, :, :-1]).abs().mean()
 
 
+def landmark_loss(x_det: tuple[torch.Tensor, torch.Tensor], y_det: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Detector attractor: landmark maps compared where the input's heatmap says the face centre is
+    (weights = the input heatmap normalized per chip), plus the heatmaps themselves (L1, same weights),
+    so the output keeps its 5 points and stays a face. Landmarks are in units of the face box."""
+    (hx, lx), (hy, ly) = x_det, y_det
+    wgt = hx / (hx.sum(dim=(2, 3), keepdim=True) + 1e-6)
+    per_map = (ly - lx).abs().mean(dim=1, keepdim=True) + (hy - hx).abs()
+    return (per_map * wgt).sum(dim=(2, 3)).mean()
+
+
 def generator_losses(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -174,6 +185,8 @@ def generator_losses(
     recognizer: RecognitionFeatures,
     disc: PatchDiscriminator | None,
     w: LossWeights,
+    detector: DetectorFeatures | None = None,
+    x_det: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every generator loss term, weighted, plus ``total`` (the sum).
 
@@ -194,6 +207,8 @@ def generator_losses(
     }
     if disc is not None and w.adv > 0:
         terms["adv"] = w.adv * -disc(y).mean()
+    if detector is not None and x_det is not None and w.landmarks > 0:
+        terms["landmarks"] = w.landmarks * landmark_loss(x_det, detector(y))
     terms["total"] = sum(terms.values(), torch.zeros(()))
     terms["id_distance"] = dist.mean().detach()  # logged, not optimized
     return terms
@@ -233,8 +248,11 @@ class Trainer:
     gcfg: GeneratorConfig
     recognizer: RecognitionFeatures
     step: int = 0
+    detector: DetectorFeatures | None = None
 
     def __post_init__(self) -> None:
+        if self.detector is None and self.cfg.weights.landmarks > 0:
+            self.detector = DetectorFeatures()
         torch.manual_seed(self.cfg.seed)
         self.gen = CloakGenerator(self.gcfg)
         self.disc = PatchDiscriminator()
@@ -271,12 +289,13 @@ class Trainer:
         x = self.data.batch(self.step, cfg.batch, cfg.seed, self.gcfg.size)
         with torch.no_grad():
             x_feats, x_desc = self.recognizer(x)
+            x_det = self.detector(x) if self.detector is not None else None
         assert x_desc is not None
         use_adv = self.step >= cfg.warmup
         y, mask = self.gen(x, x_desc)
         for p in self.disc.parameters():
             p.requires_grad_(False)
-        terms = generator_losses(x, y, mask, x_feats, x_desc, self.recognizer, self.disc if use_adv else None, w)
+        terms = generator_losses(x, y, mask, x_feats, x_desc, self.recognizer, self.disc if use_adv else None, w, self.detector, x_det)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.opt_g.step()
@@ -318,11 +337,16 @@ def train(
     gcfg: GeneratorConfig | None = None,
     recognizer: RecognitionFeatures | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    init: Path | None = None,
 ) -> Trainer:
     """Train (or, with ``resume``, continue) the cloak on ``data_dir``, writing ``run_dir``.
 
     A fresh run refuses a folder that already has a checkpoint (it would be lost); a resumed run
     takes the architecture and seed from its checkpoint and runs until ``cfg.steps`` in total.
+    ``init`` starts a fresh run (step 0, new optimizers, this run's loss weights) from the generator
+    and discriminator weights of another run folder: a curriculum, e.g. adding a loss term to a
+    generator whose mask is already open (a new term at step 0 can close the mask for good, since
+    every term but the repeller is smallest when nothing is edited).
     """
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT
@@ -341,6 +365,15 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     gcfg = gcfg or GeneratorConfig()
     trainer = Trainer(run_dir, ChipSet(data_dir), cfg, gcfg, recognizer or RecognitionFeatures())
+    if init is not None and not resume:
+        if not (Path(init) / CHECKPOINT).is_file():
+            raise InputError(f"{init}: no {CHECKPOINT} to start from")
+        start = torch.load(Path(init) / CHECKPOINT, map_location="cpu", weights_only=True)
+        if GeneratorConfig.from_json(start["generator_config"]) != gcfg:
+            raise ConfigError(f"{init}: its generator architecture differs from this run's; drop the init or match it")
+        trainer.gen.load_state_dict(start["generator"])
+        trainer.disc.load_state_dict(start["discriminator"])
+        log.info("starting from the weights of %s (its step %d)", init, int(start["step"]))
     if resume:
         trainer.load(ckpt)
         _trim_log(run_dir / LOSSES, trainer.step)
@@ -348,6 +381,10 @@ def train(
     else:
         (run_dir / LOSSES).unlink(missing_ok=True)
     config = {"train": cfg.to_json(), "generator": gcfg.to_json(), "data": str(Path(data_dir).resolve()), "chips": len(trainer.data)}
+    if init is not None and not resume:
+        config["init"] = str(Path(init).resolve())
+    elif resume and (run_dir / CONFIG).is_file():
+        config["init"] = json.loads((run_dir / CONFIG).read_text()).get("init")
     (run_dir / CONFIG).write_text(json.dumps(config, indent=1))
     if (Path(data_dir) / HELD_OUT).is_file():
         shutil.copyfile(Path(data_dir) / HELD_OUT, run_dir / HELD_OUT)
