@@ -248,8 +248,14 @@ def render(
     encode_cfg: EncodeConfig | None = None,
     progress: ProgressSink | None = None,
     selection: Selection | None = None,
+    encode_thread: bool = True,
 ) -> Path:
-    """Anonymize ``video`` following ``plan`` into ``output`` (atomic; input untouched)."""
+    """Anonymize ``video`` following ``plan`` into ``output`` (atomic; input untouched).
+
+    ``encode_thread`` encodes on a background thread (``ThreadedWriter``) so colour conversion,
+    encoding and muxing overlap the anonymizing of the next frames; False encodes inline, the
+    fallback and the reference the tests compare it with (both write the same file).
+    """
     rcfg = render_cfg or RenderConfig()
     ecfg = encode_cfg or EncodeConfig()
     progress = progress or NullProgress()
@@ -265,7 +271,7 @@ def render(
     total = plan.frame_count
     source = open_input(video)
     try:
-        writer = open_writer(output, source, info, ecfg)
+        writer = open_writer(output, source, info, ecfg, threaded=encode_thread)
     except av.FFmpegError as exc:
         source.close()
         raise EncodeError(f"{output}: cannot set up the encoder ({exc}); try another --codec or container") from exc
@@ -285,6 +291,7 @@ def render(
                 )
             regions = plan.regions_at(index, include_kept=not anonymizer.hides_faces)
             coded = to_coded(regions, k, info.coded_width, info.coded_height)
+            # frames and arrays are handed to the writer (maybe its thread) after their last change here
             if regions and anonymizer.hides_faces and not anonymizer.full_frame and apply_yuv420(frame, coded, anonymizer, rcfg):
                 writer.write_frame(frame)  # only the regions were converted and changed
             elif regions or anonymizer.full_frame:

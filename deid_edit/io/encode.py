@@ -4,7 +4,9 @@
 the final path never holds a half-written video. It keeps what an editor relies on: coded size
 (never padded), every frame's pts in the source time base (VFR stays VFR), display rotation,
 sample aspect ratio, colour tags, and every audio/subtitle/data stream the container accepts as a
-bit-exact packet copy. Previous stage: render.
+bit-exact packet copy. ``io.threaded.ThreadedWriter`` runs a VideoWriter's calls in order on one
+background thread, so render does not wait for colour conversion, encoding and muxing. Previous
+stage: render.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -22,6 +25,9 @@ from av.video.frame import PictureType
 from ..config import EncodeConfig
 from ..errors import ConfigError, EncodeError
 from ..types import VideoInfo
+
+if TYPE_CHECKING:
+    from .threaded import ThreadedWriter
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +267,28 @@ class VideoWriter:
 
     def copy(self, packet: av.Packet) -> None:
         """Mux a packet of a copied stream unchanged (bit-exact audio)."""
+        if self.route(packet):
+            self.mux_copied(packet)
+
+    def route(self, packet: av.Packet) -> bool:
+        """Point ``packet`` at its output stream; False when its stream is not copied.
+
+        Separate from ``mux_copied`` because it reads the packet's *input* stream, which the
+        reader's container frees when it closes: ``ThreadedWriter`` routes on the caller's thread,
+        while that container is surely open, and muxes later on its own.
+        """
         out_s = self.stream_map.get(packet.stream.index)
         if out_s is None:
-            return
+            return False
         packet.stream = out_s
+        return True
+
+    def mux_copied(self, packet: av.Packet) -> None:
+        """Mux a packet already routed by ``route``."""
         try:
             self.out.mux(packet)
         except av.FFmpegError as exc:
-            raise EncodeError(f"{self.target}: writing stream #{out_s.index} failed ({exc})") from exc
+            raise EncodeError(f"{self.target}: writing stream #{packet.stream.index} failed ({exc})") from exc
 
     def finish(self) -> Path:
         """Flush, close and move the temporary file to the target."""
@@ -316,12 +336,19 @@ def _container_format(target: Path) -> str:
     raise ConfigError(f"output {target}: unknown extension {ext!r}; use .mp4, .mov, .mkv, .webm, .mxf or .avi")
 
 
-def open_writer(target: Path, source: av.container.InputContainer, info: VideoInfo, cfg: EncodeConfig) -> VideoWriter:
-    """A VideoWriter, retrying without the side streams the container refuses."""
+def open_writer(
+    target: Path, source: av.container.InputContainer, info: VideoInfo, cfg: EncodeConfig, threaded: bool = False
+) -> VideoWriter | ThreadedWriter:
+    """A VideoWriter, retrying without the side streams the container refuses; with ``threaded``,
+    wrapped in a ``ThreadedWriter`` so encoding overlaps the caller's work."""
     try:
-        return VideoWriter(target, source, info, cfg)
+        writer = VideoWriter(target, source, info, cfg)
     except _RetryWithoutStreams:
         writer = VideoWriter(target, source, info, cfg, copy_other_streams=False)
         for s in source.streams.audio:
             writer.stream_map[s.index] = writer.out.add_stream_from_template(s)
+    if not threaded:
         return writer
+    from .threaded import ThreadedWriter  # the module builds on VideoWriter, so imported here
+
+    return ThreadedWriter(writer)
