@@ -210,10 +210,10 @@ def temporal(cloak_factory, detector, frames: int, cfg: RenderConfig) -> None:
 
 
 def speed(cloak: Cloak, cfg: RenderConfig, repeats: int = 5) -> None:
-    if cloak._session is None:
+    if cloak._model is None:
         cloak._load(cfg)
     assert cloak._embedder is not None
-    print(f"\nSpeed (ms per face, this machine, provider {cloak._session.get_providers()[0]})")
+    print(f"\nSpeed (ms per face, this machine, provider {cloak._model.provider})")
     print(f"{'batch':<8}{'generator':>12}{'gen + embed':>14}")
     rng = np.random.default_rng(0)
     for batch in (1, 16):

@@ -276,6 +276,8 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
     help="Also write an OpenTimelineIO timeline (.otio) of the output, for Resolve, Premiere, Kdenlive.",
 )
 @render_options
+@click.option("--device", help="For --mode cloak: auto, cpu, cuda[:N], mps, tensorrt, coreml, directml.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="For --mode cloak: inference engine (default auto).")
 @selection_options
 @encode_options
 @verbosity_options
@@ -507,10 +509,16 @@ def extract_faces_command(
     "loss_weights",
     multiple=True,
     metavar="NAME=VALUE",
-    help="Override a loss weight of a new run: attract, repel, margin, recon, mask_l1, mask_tv, adv (repeatable).",
+    help="Override a loss weight of a new run: attract, repel, margin, recon, mask_l1, mask_tv, adv, landmarks (repeatable).",
+)
+@click.option(
+    "--init-from",
+    "init",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Start a new run from the generator/discriminator weights of another run folder (step 0, this run's loss weights).",
 )
 @verbosity_options
-def train_cloak_command(data_dir: Path, run_dir: Path, resume: bool, loss_weights: tuple[str, ...], **opts: Any) -> None:
+def train_cloak_command(data_dir: Path, run_dir: Path, resume: bool, loss_weights: tuple[str, ...], init: Path | None, **opts: Any) -> None:
     """Train the cloak generator on a dataset folder made by extract-faces (needs the [train] extra)."""
     from dataclasses import fields
 
@@ -540,7 +548,9 @@ def train_cloak_command(data_dir: Path, run_dir: Path, resume: bool, loss_weight
                 err=True,
             )
 
-    trainer = train(data_dir, run_dir, cfg, resume=resume, on_step=report)
+    if init is not None and resume:
+        raise click.BadParameter("a resumed run keeps its own weights; drop --init-from or --resume", param_hint="--init-from")
+    trainer = train(data_dir, run_dir, cfg, resume=resume, on_step=report, init=init)
     click.echo(f"{run_dir} (step {trainer.step})")
 
 

@@ -23,6 +23,17 @@ def _check(ok: bool, flag: str, value: object, allowed: str) -> None:
         raise ConfigError(f"{flag} {value!r} is not allowed: use {allowed}")
 
 
+def _check_device_backend(device: str, backend: str) -> None:
+    """``--device`` and ``--backend`` each known, and a pair that can work (``backend.resolve_backend``)."""
+    base = device.split(":")[0]
+    _check(base in DEVICES_GENERIC, "--device", device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
+    _check(backend in BACKENDS, "--backend", backend, ", ".join(BACKENDS))
+    if backend == "onnxruntime":
+        _check(base != "mps", "--device", device, "a device ONNX Runtime has (mps needs --backend torch)")
+    if backend == "torch":
+        _check(base not in ORT_ONLY_DEVICES, "--device", device, "auto, cpu, cuda[:N] or mps with --backend torch")
+
+
 def _from_kwargs(cls: type, values: dict[str, Any]) -> Any:
     """Build ``cls`` from the subset of ``values`` that names its fields and is not None."""
     names = {f.name for f in fields(cls)}
@@ -49,13 +60,7 @@ class DetectConfig:
         _check(128 <= self.max_side <= 8192, "--det-size", self.max_side, "pixels in 128..8192")
         _check(0 <= self.batch_size <= 256, "--batch-size", self.batch_size, "1..256, or 0 for automatic")
         _check(self.threads >= 0, "--threads", self.threads, "0 (all cores) or more")
-        base = self.device.split(":")[0]
-        _check(base in DEVICES_GENERIC, "--device", self.device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
-        _check(self.backend in BACKENDS, "--backend", self.backend, ", ".join(BACKENDS))
-        if self.backend == "onnxruntime":
-            _check(base != "mps", "--device", self.device, "a device ONNX Runtime has (mps needs --backend torch)")
-        if self.backend == "torch":
-            _check(base not in ORT_ONLY_DEVICES, "--device", self.device, "auto, cpu, cuda[:N] or mps with --backend torch")
+        _check_device_backend(self.device, self.backend)
 
     def detection_scale(self, width: int, height: int) -> float:
         """Scale factor from source to detector input.
@@ -128,7 +133,8 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """How regions are drawn: anonymizer, shape, padding, feather, colour."""
+    """How regions are drawn: anonymizer, shape, padding, feather, colour; for ``--mode cloak``,
+    where its networks run (``device``/``backend`` as DetectConfig's, the same flags)."""
 
     mode: str = "blur"
     shape: str = "ellipse"
@@ -137,6 +143,8 @@ class RenderConfig:
     color: tuple[int, int, int] = (0, 0, 0)
     blocks: int = 8  # pixelate: blocks across the face
     strength: float = 1.0  # blur: multiplier of the face-relative radius
+    device: str = "auto"  # cloak: generator and recognizer device
+    backend: str = "auto"  # cloak: inference engine (deid_edit.backend)
 
     def __post_init__(self) -> None:
         from .render import ANONYMIZERS  # local: render imports config
@@ -148,6 +156,7 @@ class RenderConfig:
         _check(len(self.color) == 3 and all(0 <= c <= 255 for c in self.color), "--color", self.color, "R,G,B in 0..255")
         _check(2 <= self.blocks <= 64, "--blocks", self.blocks, "2..64")
         _check(0.5 <= self.strength <= 4.0, "--strength", self.strength, "0.5..4")
+        _check_device_backend(self.device, self.backend)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
-"""Inference backends: ONNX Runtime and PyTorch give the same detections and descriptors; ``auto``
-decides without importing torch on a CPU machine; CUDA out-of-memory halves the batch, then falls
-back to the CPU. Tests marked ``gpu`` need a CUDA torch (benchmarks/gpu.sh runs them)."""
+"""Inference backends: ONNX Runtime and PyTorch give the same detections, descriptors and cloak
+images; ``auto`` decides without importing torch on a CPU machine; CUDA out-of-memory halves the
+batch (all inputs together), then falls back to the CPU. Tests marked ``gpu`` need a CUDA torch
+(benchmarks/gpu.sh runs them)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,11 +18,11 @@ from click.testing import CliRunner
 from conftest import footage
 
 import deid_edit.backend as backend
-from deid_edit.config import DetectConfig
+from deid_edit.config import DetectConfig, RenderConfig
 from deid_edit.detect import create_detector
 from deid_edit.errors import ConfigError, ModelError
 from deid_edit.io.decode import VideoReader
-from deid_edit.types import FrameDetections
+from deid_edit.types import FaceRegion, FrameDetections
 
 # what "the same" means between the backends (float32 both; different conv kernels round differently)
 BOX_PX = 1.0
@@ -27,6 +30,9 @@ SCORE_TOL = 1e-3
 EMBED_ABS = 1e-3
 EMBED_COS = 0.99999
 THRESHOLD = 0.3
+CLOAK_PX = 1e-3  # generator's cloaked chip, 0..255 (measured 3e-5 on this file's generator, CPU)
+CLOAK_MASK = 1e-5  # generator's mask, 0..1 (measured 1e-7)
+CLOAK_RENDER = 1  # rendered frame, grey levels (measured 1: paste rounding; int8 vs float32 recognizer included)
 
 
 def needs_torch():
@@ -119,6 +125,15 @@ def test_config_validates_backend_and_device_pairs():
         DetectConfig(backend="onnxruntime", device="mps")
     with pytest.raises(ConfigError, match="--device"):
         DetectConfig(backend="torch", device="directml")
+    # the cloak renderer's networks: the same flags, the same checks
+    assert (RenderConfig().device, RenderConfig().backend) == ("auto", "auto")
+    assert RenderConfig(mode="cloak", device="cuda:1", backend="torch").device == "cuda:1"
+    with pytest.raises(ConfigError, match="--backend"):
+        RenderConfig(backend="tensorflow")
+    with pytest.raises(ConfigError, match="mps"):
+        RenderConfig(backend="onnxruntime", device="mps")
+    with pytest.raises(ConfigError, match="--device"):
+        RenderConfig(device="tpu")
 
 
 @pytest.mark.skipif(backend.nvidia_driver_visible(), reason="an NVIDIA driver is visible: auto may rightly import torch")
@@ -223,24 +238,205 @@ def test_cli_backend_option_reaches_the_plan(sample_clip, tmp_path):
     assert sum(len(d) for d in plan.detections) >= 30
 
 
+def test_cli_device_and_backend_reach_the_render_config(monkeypatch, tmp_path):
+    """``render`` has --device/--backend (for --mode cloak); ``run`` and ``batch`` pass their analyze
+    flags on to the RenderConfig as well."""
+    import deid_edit.pipeline as pipeline
+    from deid_edit.cli import cli
+
+    seen: dict[str, RenderConfig] = {}
+
+    def fake_render(video, plan, out, rcfg, *_a, **_k):
+        seen["render"] = rcfg
+        return out
+
+    def fake_run(video, out, acfg, rcfg, *_a, **_k):
+        seen["run"] = rcfg
+        assert acfg.detect.backend == rcfg.backend and acfg.detect.device == rcfg.device
+        return out, SimpleNamespace(identities=[], frame_count=0)
+
+    def fake_batch(in_dir, out_dir, acfg, rcfg, *_a, **_k):
+        seen["batch"] = rcfg
+        return []
+
+    monkeypatch.setattr(pipeline, "render", fake_render)
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(pipeline, "batch", fake_batch)
+    video, flags = str(tmp_path / "v.mp4"), ["--mode", "cloak", "--backend", "torch", "--device", "cpu", "--progress", "none"]
+    for argv in (
+        ["render", video, "-o", str(tmp_path / "o.mp4")],
+        ["run", video, "-o", str(tmp_path / "o.mp4")],
+        ["batch", str(tmp_path), "-o", str(tmp_path / "out")],
+    ):
+        res = CliRunner().invoke(cli, argv + flags)
+        assert res.exit_code == 0, res.output
+        rcfg = seen[argv[0]]
+        assert (rcfg.mode, rcfg.backend, rcfg.device) == ("cloak", "torch", "cpu"), argv[0]
+    res = CliRunner().invoke(cli, ["render", video, "--mode", "cloak", "--backend", "onnxruntime", "--device", "mps"])
+    assert isinstance(res.exception, ConfigError) and "mps" in str(res.exception)
+
+
+# -- the cloak generator ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cloak_file(tmp_path_factory) -> Path:
+    """A cloak generator as 'deid-edit export-cloak' writes it (generator.export.export_onnx), with
+    seeded random weights: no trained cloak ships, and agreement does not depend on training. Its
+    descriptor projection is scaled up (x100) so the descriptor steers the output as a trained
+    generator's does (a fresh one barely listens to it: a misfed descriptor would go unnoticed)."""
+    needs_torch()
+    import torch
+
+    from deid_edit.generator.export import export_onnx
+    from deid_edit.generator.model import CloakGenerator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        gen = CloakGenerator()
+    with torch.no_grad():
+        for p in gen.cond.parameters():
+            p.mul_(100.0)
+    return export_onnx(gen, tmp_path_factory.mktemp("cloak") / "cloak.onnx")
+
+
+@pytest.fixture(scope="module")
+def cloak_inputs(detectors, sample_clip) -> tuple[np.ndarray, np.ndarray]:
+    """Generator inputs from the sample clip: aligned chips at 128 (uint8 levels as float32) and
+    their dlib descriptors, as the cloak renderer makes them."""
+    import cv2
+
+    from deid_edit.embed import FaceEmbedder
+    from deid_edit.generator import CROP_SIZE
+
+    chips = sample_chips(sample_clip[0], detectors[0])[:12]
+    desc = FaceEmbedder(device="cpu", recognizer="exact", backend="onnxruntime").embed(chips)
+    x = np.stack([cv2.resize(c, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA) for c in chips]).astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), desc
+
+
+def test_same_cloak_generator_outputs(cloak_file, cloak_inputs):
+    """ONNX Runtime and the native torch ``CloakGenerator`` (weights read from the ONNX file) on the
+    CPU agree within CLOAK_PX on the 0..255 chip and CLOAK_MASK on the mask. Measured on this file's
+    generator and the sample clip's 12 chips (torch 2.13 CPU, onnxruntime CPU): 3.1e-5 and 1.0e-7."""
+    from deid_edit.generator.model import CloakGenerator
+
+    x, d = cloak_inputs
+    ort_gen = backend.load_model("cloak", "onnxruntime", "cpu", path=cloak_file)
+    torch_gen = backend.load_model("cloak", "torch", "cpu", path=cloak_file)
+    assert ort_gen.provider == "CPUExecutionProvider" and torch_gen.provider == "torch:cpu"
+    assert isinstance(torch_gen.module, CloakGenerator), "the native module, not a converted graph"
+    (ya, ma), (yb, mb) = ort_gen.run(x, d), torch_gen.run(x, d)
+    assert ya.shape == yb.shape == x.shape and ma.shape == mb.shape == (len(x), 1, *x.shape[2:])
+    assert np.abs(ya - yb).max() <= CLOAK_PX
+    assert np.abs(ma - mb).max() <= CLOAK_MASK
+    assert np.abs(ya - x).max() > 10.0, "the generator must edit the chips, or agreement proves nothing"
+    # the descriptor matters (the second input reaches the network on both engines)
+    other = np.random.default_rng(0).normal(0.0, 0.1, d.shape).astype(np.float32)
+    (yc, _), (yd, _) = ort_gen.run(x, other), torch_gen.run(x, other)
+    assert np.abs(yc - ya).max() > 100 * CLOAK_PX and np.abs(yc - yd).max() <= CLOAK_PX
+    with pytest.raises(ModelError, match="takes 2 inputs"):
+        ort_gen.run(x)
+
+
+def _rewritten(src: Path, dst: Path, meta: str | None) -> Path:
+    """``src`` with its cloak metadata replaced by ``meta`` (None: removed)."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != "deid_edit.cloak"]
+    del proto.metadata_props[:]
+    for key, value in kept + ([("deid_edit.cloak", meta)] if meta is not None else []):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_a_file_that_is_not_this_generator_is_a_model_error(cloak_file, tmp_path):
+    """On the torch backend the file must carry the generator's metadata and exactly the weights it
+    describes (strict); a mismatch is one line naming the file, never a half-loaded module."""
+    from deid_edit.generator.model import GeneratorConfig
+    from deid_edit.models import model_path
+
+    narrow = json.dumps({"size": 128, "generator": GeneratorConfig(widths=(8, 16, 32, 64, 64)).to_json()})
+    cases = {
+        _rewritten(cloak_file, tmp_path / "narrow.onnx", narrow): "do not fit the generator",
+        _rewritten(cloak_file, tmp_path / "nometa.onnx", None): "not a cloak generator",
+        _rewritten(cloak_file, tmp_path / "badmeta.onnx", '{"size": 128}'): "unreadable",
+        model_path("centerface"): "not a cloak generator",
+    }
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
+    cases[tmp_path / "junk.onnx"] = "not a readable ONNX model"
+    for path, why in cases.items():
+        with pytest.raises(ModelError, match=why) as err:
+            backend.load_model("cloak", "torch", "cpu", path=path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value), str(err.value)
+    # the real file loads; the same file with its own metadata rewritten identically still does
+    same = _rewritten(cloak_file, tmp_path / "same.onnx", json.dumps({"size": 128, "generator": GeneratorConfig().to_json()}))
+    backend.load_model("cloak", "torch", "cpu", path=same)
+
+
+def test_cloak_renderer_refuses_a_foreign_graph_on_onnxruntime(detectors, sample_clip):
+    from deid_edit.models import model_path
+    from deid_edit.render.cloak import Cloak
+
+    img = first_frames(sample_clip[0], 1, 1.0)[0]
+    (det,) = detectors[0].detect([img], [0], 1.0, THRESHOLD)
+    regions = [FaceRegion(0, 0, det.boxes[0], det.landmarks[0], True)]
+    for be in ("onnxruntime", "torch"):
+        with pytest.raises(ModelError, match="not a cloak generator"):
+            Cloak(model=model_path("centerface")).apply(img.copy(), regions, RenderConfig(mode="cloak", device="cpu", backend=be))
+
+
+def test_cloak_renderer_same_pixels_on_both_backends(cloak_file, detectors, sample_clip):
+    """The Cloak renderer with RenderConfig(backend=onnxruntime) and (backend=torch), CPU, on the
+    same frames and regions (both shots, the per-track averages carried over frames): the frames
+    differ by at most CLOAK_RENDER grey level (measured: 1, a few pixels rounded the other way at
+    the paste). ONNX Runtime's recognizer is the int8 build and torch's the float32 one (the
+    descriptor the generator gets); the bound includes that."""
+    from deid_edit.render.cloak import Cloak
+
+    path = sample_clip[0]
+    frames = first_frames(path, 40, 1.0)
+    idx = [0, 1, 2, 20, 21, 39]
+    dets = detectors[0].detect([frames[i] for i in idx], idx, 1.0, THRESHOLD)
+    outs, cloaks = {}, {}
+    for be in ("onnxruntime", "torch"):
+        cloak = cloaks[be] = Cloak(model=cloak_file, verify=False)
+        cfg = RenderConfig(mode="cloak", device="cpu", backend=be)
+        outs[be] = [
+            cloak.apply(frames[i].copy(), [FaceRegion(0, k, b, lm, True) for k, (b, lm) in enumerate(zip(d.boxes, d.landmarks))], cfg)
+            for i, d in zip(idx, dets)
+        ]
+    assert cloaks["onnxruntime"]._model.provider == cloaks["onnxruntime"]._embedder.provider == "CPUExecutionProvider"
+    assert cloaks["torch"]._model.provider == cloaks["torch"]._embedder.provider == "torch:cpu"
+    assert cloaks["torch"].stats.cloaked == cloaks["onnxruntime"].stats.cloaked == len(idx)
+    for i, a, b in zip(idx, outs["onnxruntime"], outs["torch"]):
+        assert np.abs(a.astype(np.int16) - b).max() <= CLOAK_RENDER, f"frame {i}"
+        assert np.any(a != frames[i], axis=2).sum() > 5000, "the cloak must change the face, or agreement proves nothing"
+
+
 # -- out of memory ---------------------------------------------------------------------------------
 
 
 def flaky(module, fails: int):
-    """``module`` whose first ``fails`` calls raise CUDA's out-of-memory error; records batch sizes."""
+    """``module`` whose first ``fails`` calls raise CUDA's out-of-memory error; records the batch
+    size of each call (``sizes``: the first input's; ``all_sizes``: every input's)."""
     import torch
 
     class Flaky(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.inner, self.fails, self.sizes = module, fails, []
+            self.inner, self.fails, self.sizes, self.all_sizes = module, fails, [], []
 
-        def forward(self, x):
-            self.sizes.append(int(x.shape[0]))
+        def forward(self, *xs):
+            self.sizes.append(int(xs[0].shape[0]))
+            self.all_sizes.append([int(x.shape[0]) for x in xs])
             if self.fails > 0:
                 self.fails -= 1
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-            return self.inner(x)
+            return self.inner(*xs)
 
     return Flaky()
 
@@ -298,6 +494,28 @@ def test_oom_on_the_cpu_is_a_model_error_and_other_errors_pass_through(detectors
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         TorchModel(Broken(), "cpu", fallback=True).run(blob)
+
+
+@pytest.mark.parametrize("fails, sizes", [(3, [4, 2, 1, 4]), (1, [4, 2, 2])])
+def test_oom_chunks_every_input_together(cloak_file, cloak_inputs, fails, sizes, caplog):
+    """``run(image, descriptor)``: under an injected out-of-memory error both inputs are halved
+    together (each chip keeps its own descriptor), and the result equals an unchunked run."""
+    from deid_edit.backend.torch_backend import TorchModel, load_module
+
+    x, d = (a[:4] for a in cloak_inputs)
+    d = d + np.arange(4, dtype=np.float32)[:, None]  # four clearly different descriptors
+    expected = TorchModel(load_module("cloak", cloak_file), "cpu", name="cloak").run(x, d)
+    wrapped = flaky(load_module("cloak", cloak_file), fails)
+    model = TorchModel(wrapped, "cpu", name="cloak", fallback=True)
+    with caplog.at_level(logging.WARNING, logger="deid_edit"):
+        got = model.run(x, d)
+    assert wrapped.sizes == sizes and all(a == b for a, b in wrapped.all_sizes)
+    assert (model.device.type == "cpu" and not model.fallback) if fails == 3 else model.max_batch == 2
+    assert len(got) == 2 and [g.shape for g in got] == [e.shape for e in expected]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="batch sizes"):
+        model.run(x, d[:3])
 
 
 # -- on a CUDA GPU (benchmarks/gpu.sh) -------------------------------------------------------------

@@ -133,8 +133,8 @@ def test_closed_mask_keeps_the_original_and_verification_blurs_it(null_model: Pa
     _, plan, frames = clip_frames
     regions = plan.regions_at(0)
     img = frames[0]
-    assert np.array_equal(Cloak(model=null_model, verify=False).apply(img.copy(), regions, CFG), img)
-    cloak = Cloak(model=null_model, verify=True)
+    assert np.array_equal(Cloak(model=null_model, verify=False, backend="onnxruntime").apply(img.copy(), regions, CFG), img)
+    cloak = Cloak(model=null_model, verify=True, backend="onnxruntime")
     blurred = Blur().apply(img.copy(), regions, CFG)
     for i in (0, 1):
         out = cloak.apply(frames[i].copy(), plan.regions_at(i), CFG)

@@ -1,7 +1,9 @@
 """The PyTorch backend: the shipped ``.onnx`` models run by torch on CUDA, MPS or the CPU.
 
-Input: a model name and a device. Output: a ``TorchModel`` (``backend.InferenceModel``). Imported
-only when the torch backend is chosen; needs the ``torch`` extra.
+Input: a model name, its ``.onnx`` file (the manifest's, or one given by path such as the cloak
+generator under ``DEID_EDIT_CLOAK_MODEL``) and a device. Output: a ``TorchModel``
+(``backend.InferenceModel``). Imported only when the torch backend is chosen; needs the ``torch``
+extra.
 
 How each network becomes a torch module (``load_module``), chosen per model:
 
@@ -18,16 +20,28 @@ How each network becomes a torch module (``load_module``), chosen per model:
   dlib are not needed.
 * the int8 recognizer (``dlib_resnet_v1_int8``) has no torch form; ``embed.FaceEmbedder`` runs the
   float32 network instead on this backend (the int8 build exists to be fast on CPUs).
-* the cloak generator (``generator/``) is not wired yet: TODO load ``models/cloak.onnx`` the same
-  way (onnx2torch, or the generator's own module class with ONNX initializers) once it is final.
+* the cloak generator (``cloak``, the file ``generator.export`` writes) is the native
+  ``generator.model.CloakGenerator``: its ``GeneratorConfig`` from the file's ``deid_edit.cloak``
+  metadata, its weights from the graph initializers, which the dynamo exporter names by the
+  module's ``state_dict`` keys (``inc.0.weight``, ``cond.0.weight``...; its own constants are
+  ``val_N``). The load is strict: a file without that metadata, or whose initializers are missing
+  a key or have another shape (another architecture, a foreign graph), is a ``ModelError`` naming
+  the file. Both outputs (``cloaked``, ``mask``) match ONNX Runtime's within 1e-3 grey levels and
+  1e-5 of mask on the CPU (tests/test_backends.py).
+
+``TorchModel.run(*inputs)`` takes every input of the network batch first (the generator's chips
+and descriptors) and splits them into the same chunks, so the out-of-memory halving works for
+several inputs as for one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import types
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +51,8 @@ from ..models import model_path
 from . import TORCH_EXTRA_HINT
 
 log = logging.getLogger(__name__)
+
+CLOAK_METADATA = "deid_edit.cloak"  # metadata_props key generator.export writes: {"size", "generator": GeneratorConfig}
 
 try:
     import torch
@@ -70,30 +86,33 @@ def _import_onnx2torch() -> Any:
     return onnx2torch
 
 
-def _load_onnx(name: str) -> Any:
+def _load_onnx(path: Path) -> Any:
     try:
         import onnx
     except ImportError as exc:
         raise ModelError(f"--backend torch needs onnx: {TORCH_EXTRA_HINT}") from exc
-    return onnx.load(str(model_path(name)))
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf's DecodeError, OSError
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
 
 
-def convert_onnx(name: str) -> nn.Module:
-    """The ONNX model ``name`` as a torch module, converted by onnx2torch."""
+def convert_onnx(name: str, path: Path | None = None) -> nn.Module:
+    """The ONNX model ``name`` (its file ``path``, default the manifest's) as a torch module, converted by onnx2torch."""
     onnx2torch = _import_onnx2torch()
     try:
-        return onnx2torch.convert(_load_onnx(name))
+        return onnx2torch.convert(_load_onnx(path or model_path(name)))
     except NotImplementedError as exc:
         raise ModelError(f"{name}: onnx2torch cannot convert this graph ({exc}); use --backend onnxruntime") from exc
 
 
-def dlib_resnet_from_onnx(name: str = "dlib_resnet_v1") -> nn.Module:
+def dlib_resnet_from_onnx(name: str = "dlib_resnet_v1", path: Path | None = None) -> nn.Module:
     """dlib's ResNet as the native ``DlibResNet`` module, weights and geometry from the ONNX file."""
     from onnx import helper, numpy_helper
 
     from ..convert.dlib_resnet import DlibResNet, ResidualBlock, _out_size
 
-    graph = _load_onnx(name).graph
+    graph = _load_onnx(path or model_path(name)).graph
     weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
     attrs = {
         n.input[1] if n.op_type in ("Conv", "Gemm") else n.op_type: (n, {a.name: helper.get_attribute_value(a) for a in n.attribute})
@@ -142,13 +161,50 @@ def dlib_resnet_from_onnx(name: str = "dlib_resnet_v1") -> nn.Module:
     return model
 
 
-def load_module(name: str) -> nn.Module:
-    """The torch module for model ``name`` (see the module docstring for how each is made)."""
+def cloak_generator_from_onnx(path: Path) -> nn.Module:
+    """The cloak generator as the native ``CloakGenerator``: config from the file's metadata,
+    weights from its initializers (strict; see the module docstring)."""
+    from onnx import helper, numpy_helper
+
+    from ..generator.model import CloakGenerator, GeneratorConfig
+
+    proto = _load_onnx(path)
+    raw = {p.key: p.value for p in proto.metadata_props}.get(CLOAK_METADATA)
+    if raw is None:
+        raise ModelError(f"{path}: not a cloak generator (no {CLOAK_METADATA!r} metadata); make one with 'deid-edit export-cloak'")
+    try:
+        cfg = GeneratorConfig.from_json(json.loads(raw)["generator"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable {CLOAK_METADATA!r} metadata ({type(exc).__name__}: {exc})") from exc
+    gen = CloakGenerator(cfg)
+    init = {t.name: t for t in proto.graph.initializer}
+    expected = gen.state_dict()
+    state = {k: torch.from_numpy(numpy_helper.to_array(init[k]).copy()) for k in expected if k in init}
+    for node in proto.graph.node:  # nn.Linear exports as Gemm(x, W, b, transB=1); a W stored the other way round is W.T
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Gemm" and node.input[1] in state and not attrs.get("transB", 0):
+            state[node.input[1]] = state[node.input[1]].T.contiguous()
+    bad = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+    if bad:
+        got = tuple(state[bad[0]].shape) if bad[0] in state else "missing"
+        raise ModelError(
+            f"{path}: its weights do not fit the generator its metadata describes (widths {list(cfg.widths)}, cond {cfg.cond}): "
+            f"{len(bad)} of {len(expected)} tensors missing or misshapen, e.g. {bad[0]} {got} for {tuple(expected[bad[0]].shape)}"
+        )
+    gen.load_state_dict(state, strict=True)
+    return gen
+
+
+def load_module(name: str, path: Path | None = None) -> nn.Module:
+    """The torch module for model ``name``, read from ``path`` (default: the manifest's file); see
+    the module docstring for how each is made."""
     if name == "dlib_resnet_v1":
-        return dlib_resnet_from_onnx(name)
+        return dlib_resnet_from_onnx(name, path)
+    if name == "cloak":
+        return cloak_generator_from_onnx(path or model_path(name))
     if name.endswith("_int8"):
         raise ModelError(f"{name}: the int8 build runs only on ONNX Runtime; use the float32 model on --backend torch")
-    return convert_onnx(name)
+    return convert_onnx(name, path)
 
 
 def torch_device(device: str) -> torch.device:
@@ -184,10 +240,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class TorchModel:
     """A torch module on one device behind ``InferenceModel``, with out-of-memory recovery.
 
-    ``run`` splits the blob into chunks of at most ``max_batch`` (None: the whole blob). On an
-    out-of-memory error on an accelerator the chunk is halved and retried; at one item the module
-    moves to the CPU for the rest of its life, with a warning. ``fallback`` enables this (default:
-    on for every device but the CPU, where there is nowhere to go and the error is a ``ModelError``).
+    ``run`` splits its inputs (all batch first, one batch size) into the same chunks of at most
+    ``max_batch`` items (None: the whole batch). On an out-of-memory error on an accelerator the
+    chunk is halved and retried; at one item the module moves to the CPU for the rest of its life,
+    with a warning. ``fallback`` enables this (default: on for every device but the CPU, where there
+    is nowhere to go and the error is a ``ModelError``).
     """
 
     def __init__(
@@ -212,28 +269,29 @@ class TorchModel:
         self.fp16 = fp16
         self.fallback = self.device.type != "cpu" if fallback is None else fallback
         self.max_batch: int | None = None
-        self._pinned: torch.Tensor | None = None
+        self._pinned: dict[int, torch.Tensor] = {}  # per input position
         log.info("%s runs on torch %s%s", name, self.device, " (fp16 autocast)" if fp16 else "")
 
     @property
     def provider(self) -> str:
         return f"torch:{self.device}"
 
-    def _upload(self, chunk: np.ndarray) -> torch.Tensor:
-        """``chunk`` on the device; on CUDA through a reused pinned buffer, asynchronously."""
+    def _upload(self, chunk: np.ndarray, slot: int = 0) -> torch.Tensor:
+        """``chunk`` (input number ``slot``) on the device; on CUDA through a reused pinned buffer, asynchronously."""
         host = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
         if self.device.type != "cuda":
             return host.to(self.device)
-        if self._pinned is None or self._pinned.numel() < host.numel():
-            self._pinned = torch.empty(host.numel(), dtype=torch.float32, pin_memory=True)
-        staged = self._pinned[: host.numel()].view(host.shape)
+        pinned = self._pinned.get(slot)
+        if pinned is None or pinned.numel() < host.numel():
+            pinned = self._pinned[slot] = torch.empty(host.numel(), dtype=torch.float32, pin_memory=True)
+        staged = pinned[: host.numel()].view(host.shape)
         staged.copy_(host)
         return staged.to(self.device, non_blocking=True)
 
-    def _forward(self, chunk: np.ndarray) -> list[np.ndarray]:
+    def _forward(self, chunks: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.fp16 else nullcontext()
         with torch.inference_mode(), autocast:
-            out = self.module(self._upload(chunk))
+            out = self.module(*(self._upload(c, i) for i, c in enumerate(chunks)))
         outs = out if isinstance(out, list | tuple) else [out]
         # .cpu() waits for the device, so the pinned buffer is free again when this returns
         return [o.float().cpu().numpy() for o in outs]
@@ -242,18 +300,21 @@ class TorchModel:
         log.warning("%s: %s out of memory even at batch 1 (%s); continuing on the CPU (slower)", self.name, self.device, reason)
         self.module = self.module.to("cpu")
         self.device = torch.device("cpu")
-        self.fallback, self.max_batch, self._pinned = False, None, None
+        self.fallback, self.max_batch, self._pinned = False, None, {}
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        n = len(inputs[0])
+        if any(len(x) != n for x in inputs):
+            raise ValueError(f"{self.name}: inputs of different batch sizes {[len(x) for x in inputs]}")
         parts: list[list[np.ndarray]] = []
-        start, n = 0, len(blob)
+        start = 0
         while start < n:
             size = min(self.max_batch or n, n - start)
             oom: str | None = None
             try:
-                parts.append(self._forward(blob[start : start + size]))
+                parts.append(self._forward(tuple(x[start : start + size] for x in inputs)))
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise

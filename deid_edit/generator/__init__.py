@@ -2,14 +2,16 @@
 De-Identification in Video" (ICCV 2019) — its data, model, training and ONNX export.
 
 Input: aligned face chips (``extract``: photos/videos -> a chip folder). Output: ``models/cloak.onnx``
-(``export``), which the renderer's cloak mode runs with ONNX Runtime. Only this package needs
-torch (the ``[train]`` extra); ``extract`` and this ``__init__`` do not import it, and nothing on
-the inference path imports ``model``, ``train`` or ``export``.
+(``export``), which the renderer's cloak mode runs with ONNX Runtime, or with ``--backend torch`` as
+the native ``model.CloakGenerator`` rebuilt from that file (``backend.torch_backend``). Only
+training and the torch backend need torch (the ``[train]``/``[torch]`` extras); ``extract`` and
+this ``__init__`` do not import it, and the default (ONNX Runtime) inference path never imports
+``model``, ``train`` or ``export``.
 
 Commands::
 
     deid-edit extract-faces SRC... -o DATA [--holdout-people DIR]   # chips + index.jsonl + held_out.json
-    deid-edit train-cloak DATA -o RUN [--steps N --batch B --lr LR --resume]
+    deid-edit train-cloak DATA -o RUN [--steps N --batch B --lr LR --resume | --init-from RUN0]
     deid-edit export-cloak RUN -o models/cloak.onnx
 
 The method: a feed-forward adversarial autoencoder. The encoder's bottleneck is concatenated with

@@ -2,8 +2,12 @@
 
 Input: an RGB frame (or the RGB crop ``render.planes`` cuts around a group of regions) and its
 ``FaceRegion`` list (smoothed landmarks, track ids). Output: the frame with every face cloaked, in
-place (next: encode). The generator is ``models/cloak.onnx`` (``deid_edit.generator``), run by ONNX
-Runtime; nothing here imports torch.
+place (next: encode). The generator is ``models/cloak.onnx`` (``deid_edit.generator``), run with
+the engine's recognizer on the backend and device RenderConfig names (``--backend``/``--device``,
+``auto`` resolved as for the analyze pass by ``backend.resolve_backend``): ONNX Runtime, or PyTorch
+running the native ``CloakGenerator`` with the file's weights (``backend.torch_backend``). The two
+agree within 1 grey level on the rendered frame (tests/test_backends.py). Nothing here imports
+torch; the torch backend does, when chosen.
 
 Per frame:
 
@@ -39,9 +43,9 @@ stay: that is the method (Gafni et al. change the identity-bearing inner face an
 else). Identity removal there is the recognizer's verdict of step 4, not a painted-over area.
 
 Faces are batched per call (all faces of one frame, or of one group of overlapping regions on the
-YUV path); ``BATCH`` bounds a batch. The model file is the manifest's ``cloak`` entry, or the path
-in ``DEID_EDIT_CLOAK_MODEL`` / a ``cloak_model`` field of RenderConfig when it has one; the
-device is RenderConfig's ``device`` when it has one, else ``auto`` (GPU when present).
+YUV path); ``BATCH`` bounds a batch (the torch backend halves it further on a GPU out of memory).
+The model file is the manifest's ``cloak`` entry, or the path in ``DEID_EDIT_CLOAK_MODEL`` / a
+``cloak_model`` field of RenderConfig when it has one.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ from .shapes import RegionMask, region_mask
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "cloak"  # manifest entry
+MODEL_NAME = "cloak"  # manifest entry (and how the torch backend builds the module)
+INPUTS, OUTPUTS = ["image", "descriptor"], ["cloaked", "mask"]  # the generator's graph (generator.export)
 MODEL_ENV = "DEID_EDIT_CLOAK_MODEL"  # path override (tests, benchmarks, a model under evaluation)
 VERIFY_ENV = "DEID_EDIT_CLOAK_VERIFY"  # "0" turns the re-identification check off (benchmarks)
 # Face box width (source pixels) below which a face is blurred instead: at 48 px the eyes are
@@ -176,7 +181,8 @@ class Cloak:
 
     One instance renders one video: it keeps per-track state (descriptor and colour averages,
     tracks that failed verification) and the counts in ``stats``. ``model``, ``device``,
-    ``threads`` and ``verify`` override what is otherwise read from RenderConfig/env/manifest.
+    ``backend``, ``threads`` and ``verify`` override what is otherwise read from
+    RenderConfig/env/manifest.
     """
 
     name = "cloak"
@@ -189,17 +195,17 @@ class Cloak:
         device: str | None = None,
         threads: int | None = None,
         verify: bool | None = None,
+        backend: str | None = None,
     ) -> None:
         self.model = Path(model) if model else None
         self.device = device
+        self.backend = backend
         self.threads = threads
         if verify is None:
             verify = os.environ.get(VERIFY_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
         self.verify = verify
         self.stats = CloakStats()
-        self._session: Any = None
-        self._inputs: tuple[str, str] = ("image", "descriptor")
-        self._outputs: tuple[str, str] = ("cloaked", "mask")
+        self._model: Any = None  # backend.InferenceModel: (image, descriptor) -> (cloaked, mask)
         self._embedder: FaceEmbedder | None = None
         self._descriptors: dict[int, np.ndarray] = {}
         self._gains: dict[int, np.ndarray] = {}
@@ -229,17 +235,20 @@ class Cloak:
         return path
 
     def _load(self, cfg: RenderConfig) -> None:
-        from ..detect.onnx import make_session
+        from ..backend import load_model, resolve_backend
 
         device = self.device or getattr(cfg, "device", None) or "auto"
+        backend = resolve_backend(self.backend or getattr(cfg, "backend", None) or "auto", device)
         threads = self.threads if self.threads is not None else int(getattr(cfg, "threads", 0) or 0)
         path = self.model_file(cfg)
-        self._session = make_session(path, device, threads)
-        names = {i.name for i in self._session.get_inputs()}
-        if names != set(self._inputs):
-            raise ModelError(f"{path}: not a cloak generator (inputs {sorted(names)}, expected image and descriptor)")
-        self._embedder = FaceEmbedder(device=device, threads=threads, batch_size=BATCH, recognizer=DEFAULT_RECOGNIZER)
-        log.info("cloak: %s on %s", path, self._session.get_providers()[0])
+        model = load_model(MODEL_NAME, backend, device, threads, path=path)
+        # ONNX Runtime feeds inputs by position: the graph must be the generator's (torch checks metadata and weights)
+        names = (getattr(model, "input_names", INPUTS), getattr(model, "output_names", OUTPUTS))
+        if names != (INPUTS, OUTPUTS):
+            raise ModelError(f"{path}: not a cloak generator (inputs {names[0]}, outputs {names[1]}; expected {INPUTS} -> {OUTPUTS})")
+        self._model = model
+        self._embedder = FaceEmbedder(device=device, threads=threads, batch_size=BATCH, recognizer=DEFAULT_RECOGNIZER, backend=backend)
+        log.info("cloak: %s on %s, recognizer on %s", path, model.provider, self._embedder.provider)
 
     def generate(self, chips: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,128,128,3) float32 cloaked chips and (N,128,128) masks for uint8/float chips and descriptors."""
@@ -248,7 +257,7 @@ class Cloak:
         for s in range(0, len(chips), BATCH):
             blob = np.ascontiguousarray(np.asarray(chips[s : s + BATCH], np.float32).transpose(0, 3, 1, 2))
             desc = np.ascontiguousarray(descriptors[s : s + BATCH], np.float32)
-            y, m = self._session.run(list(self._outputs), {self._inputs[0]: blob, self._inputs[1]: desc})
+            y, m = self._model.run(blob, desc)
             out_y[s : s + len(blob)] = y.transpose(0, 2, 3, 1)
             out_m[s : s + len(blob)] = m[:, 0]
         return out_y, out_m
@@ -288,7 +297,7 @@ class Cloak:
 
     def _cloak(self, image: np.ndarray, faces: list[tuple[FaceRegion, RegionMask, np.ndarray]], cfg: RenderConfig) -> list[FaceRegion]:
         """Cloak ``faces`` in ``image``; returns those that must be blurred instead."""
-        if self._session is None:
+        if self._model is None:
             self._load(cfg)
         assert self._embedder is not None
         transforms = [chip_transform(lm) for _, _, lm in faces]
