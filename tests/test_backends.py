@@ -570,3 +570,43 @@ def test_auto_picks_cuda_torch_here():
         pytest.skip("onnxruntime-gpu is installed: auto rightly keeps ONNX Runtime")
     det = create_detector(DetectConfig())
     assert det.provider.startswith("torch:cuda")
+
+
+CLOAK_PX_CUDA = 0.05  # generator on CUDA (fp32, TF32 off) vs ONNX Runtime on the CPU, 0..255: other conv algorithms
+
+
+@pytest.mark.gpu
+def test_cuda_cloak_generator_matches_onnxruntime(cloak_file, one_shot_clip):
+    needs_cuda()
+    import cv2
+
+    from deid_edit.embed import FaceEmbedder
+    from deid_edit.generator import CROP_SIZE
+
+    chips = sample_chips(one_shot_clip, create_detector(DetectConfig(device="cpu", backend="onnxruntime")))
+    d = FaceEmbedder(device="cpu", recognizer="exact", backend="onnxruntime").embed(chips)
+    x = np.stack([cv2.resize(c, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA) for c in chips]).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    gen = backend.load_model("cloak", "torch", "cuda", path=cloak_file)
+    assert gen.provider.startswith("torch:cuda")
+    (ya, ma), (yb, mb) = backend.load_model("cloak", "onnxruntime", "cpu", path=cloak_file).run(x, d), gen.run(x, d)
+    assert np.abs(ya - x).max() > 10.0, "the generator must edit the chips, or agreement proves nothing"
+    assert np.abs(ya - yb).max() <= CLOAK_PX_CUDA and np.abs(ma - mb).max() <= 1e-4
+
+
+@pytest.mark.gpu
+def test_cuda_plan_masks_what_the_cpu_plan_masks(one_shot_clip):
+    """The GPU path leaks nothing the CPU path covers: same tracks, region boxes within a pixel."""
+    needs_cuda()
+    from deid_edit import analyze
+    from deid_edit.config import AnalyzeConfig
+
+    cpu = analyze(one_shot_clip, AnalyzeConfig.from_options(device="cpu", backend="onnxruntime"))
+    gpu = analyze(one_shot_clip, AnalyzeConfig.from_options(device="cuda", backend="torch"))
+    assert gpu.config["provider"].startswith("torch:cuda")
+    assert len(gpu.tracks) == len(cpu.tracks) > 0
+    for i in range(cpu.frame_count):
+        a = sorted(tuple(r.box) for r in cpu.regions_at(i))
+        b = sorted(tuple(r.box) for r in gpu.regions_at(i))
+        assert len(a) == len(b), i
+        assert all(np.abs(np.subtract(p, q)).max() <= BOX_PX for p, q in zip(a, b)), i
