@@ -5,7 +5,10 @@
 # the package's own runtime dependencies (from ./wheels when that folder exists), pytest, and
 # matplotlib --no-deps (only its bundled photo file is read, for the generated test clip).
 # Then: pytest -m gpu, and one table per clip x mode with fps of analyze, render and run, the
-# transcode floor (benchmarks/speed.py) measured in the same run, and the CUDA memory peak.
+# transcode floor (benchmarks/speed.py) measured in the same run, the CUDA memory peak, and for clips
+# up to COMPARE_FRAMES (400) frames the face-frames of a CPU (ONNX Runtime) plan that the GPU plan's
+# mask covers less than 90% ("no more leaks than the CPU path"). The cloak rows use
+# $DEID_EDIT_CLOAK_MODEL, else models/cloak.onnx, when one exists.
 # Budget: well under 8 minutes on one H100 (a time guard skips remaining rows past --budget s).
 #
 # usage: bash benchmarks/gpu.sh [--device cuda|cpu] [--backend auto|torch|onnxruntime]
@@ -57,6 +60,7 @@ from pathlib import Path
 import av
 
 sys.path.insert(0, "benchmarks")
+from leaks import our_mask  # noqa: E402
 from speed import transcode_floor  # noqa: E402
 
 import deid_edit  # noqa: E402
@@ -100,7 +104,28 @@ def peak_mib() -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
 
 
-modes = ["blur"] + (["cloak"] if Path("models/cloak.onnx").exists() and "cloak" in ANONYMIZERS else [])
+cloak_file = os.environ.get("DEID_EDIT_CLOAK_MODEL") or "models/cloak.onnx"  # a model under evaluation, else the shipped one
+modes = ["blur"] + (["cloak"] if Path(cloak_file).is_file() and "cloak" in ANONYMIZERS else [])
+compare_max = int(os.environ.get("COMPARE_FRAMES", "400"))  # CPU reference plan only for clips this short
+
+
+def missed_vs(reference, plan, hw):
+    """(face-frames of ``reference``'s detected regions, those less than 90% covered by ``plan``'s
+    rendered mask): the GPU path must leak nothing the CPU path covers."""
+    total = missed = 0
+    for i in range(reference.frame_count):
+        regions = [r for r in reference.regions_at(i) if r.observed]
+        if not regions:
+            continue
+        covered = our_mask(plan, i, hw, RenderConfig())
+        for r in regions:
+            x0, y0 = max(0, int(r.box[0])), max(0, int(r.box[1]))
+            x1, y1 = min(hw[1], int(r.box[2] + 0.5)), min(hw[0], int(r.box[3] + 0.5))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            total += 1
+            missed += float(covered[y0:y1, x0:x1].mean()) < 0.9
+    return total, missed
 acfg = AnalyzeConfig.from_options(device=device, backend=backend)
 rows, provider = [], "?"
 with tempfile.TemporaryDirectory() as tmp:
@@ -115,11 +140,17 @@ with tempfile.TemporaryDirectory() as tmp:
     for src in clips:
         info = probe(src)
         floor = transcode_floor(src, tmp / f"floor{src.suffix}", EncodeConfig(force=True))
+        vs_cpu = None
+        if info.frame_count <= compare_max and device != "cpu" and time.perf_counter() - t_start < budget:
+            cpu_plan = deid_edit.analyze(src, AnalyzeConfig.from_options(device="cpu", backend="onnxruntime"))
+            hw = (cpu_plan.video.height, cpu_plan.video.width)
+            gpu_plan = deid_edit.analyze(src, acfg)
+            vs_cpu = missed_vs(cpu_plan, gpu_plan, hw)
         for mode in modes:
             if time.perf_counter() - t_start > budget:
                 rows.append((src.name, mode, info.frame_count, None))
                 continue
-            rcfg, ecfg = RenderConfig(mode=mode), EncodeConfig(force=True)
+            rcfg, ecfg = RenderConfig(mode=mode, device=device, backend=backend), EncodeConfig(force=True)
             peak_reset()
             t0 = time.perf_counter()
             plan = deid_edit.analyze(src, acfg)
@@ -134,18 +165,20 @@ with tempfile.TemporaryDirectory() as tmp:
             deid_edit.run(src, tmp / f"run{src.suffix}", acfg, rcfg, ecfg)
             t_run, mem_run = time.perf_counter() - t0, peak_mib()
             n = plan.frame_count
-            rows.append((src.name, mode, n, (n / t_an, n / t_re, n / t_run, n / floor, max(mem_an, mem_re, mem_run))))
+            rows.append((src.name, mode, n, (n / t_an, n / t_re, n / t_run, n / floor, max(mem_an, mem_re, mem_run), vs_cpu)))
 
 gpu = torch.cuda.get_device_name(0) if cuda else "none"
 print(f"\ndevice={device} backend={backend} -> provider={provider} gpu={gpu} cpus={os.cpu_count()} "
       f"torch={getattr(torch, '__version__', 'absent')} wall={time.perf_counter() - t_start:.0f}s")
-head = f"| {'clip':32} | {'mode':5} | {'frames':6} | {'analyze fps':11} | {'render fps':10} | {'run fps':7} | {'floor fps':9} | {'GPU peak MiB':12} |"
+head = (f"| {'clip':32} | {'mode':5} | {'frames':6} | {'analyze fps':11} | {'render fps':10} | {'run fps':7} | {'floor fps':9} "
+        f"| {'GPU peak MiB':12} | {'missed vs CPU plan':18} |")
 print(head)
 print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
 for clip, mode, n, r in rows:
     if r is None:
-        print(f"| {clip:32} | {mode:5} | {n:6d} | {'skipped: over --budget':>58} |")
+        print(f"| {clip:32} | {mode:5} | {n:6d} | {'skipped: over --budget':>58} | {'':12} | {'':18} |")
         continue
-    a, re_, ru, fl, mem = r
-    print(f"| {clip:32} | {mode:5} | {n:6d} | {a:11.1f} | {re_:10.1f} | {ru:7.1f} | {fl:9.1f} | {mem:12.0f} |")
+    a, re_, ru, fl, mem, vs = r
+    vs_s = "not compared" if vs is None else f"{vs[1]} of {vs[0]}"
+    print(f"| {clip:32} | {mode:5} | {n:6d} | {a:11.1f} | {re_:10.1f} | {ru:7.1f} | {fl:9.1f} | {mem:12.0f} | {vs_s:>18} |")
 EOF
