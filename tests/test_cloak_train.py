@@ -215,3 +215,19 @@ def test_inference_path_never_imports_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_chroma_term_sees_colour_fringes_not_shading() -> None:
+    """A darker or brighter grey edit has no chroma change; a rainbow fringe does."""
+    from deid_edit.generator.train import chroma_change
+
+    x = torch.full((1, 3, 16, 16), 120.0)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:8, 4:12] = 1.0
+    shaded = x.clone()
+    shaded[..., 4:8, 4:12] -= 40.0  # same change on every channel: shading
+    fringe = x.clone()
+    fringe[:, 0, 4:8, 4:12] += 60.0
+    fringe[:, 2, 4:8, 4:12] -= 60.0
+    assert float(chroma_change(x, shaded, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(chroma_change(x, fringe, mask)) > 0.1

@@ -58,6 +58,7 @@ class LossWeights:
     mask_tv: float = 0.5  # smooth masks: no speckles, no hard seams
     adv: float = 0.05  # realism (hinge GAN, PatchGAN)
     landmarks: float = 0.0  # detector attractor: heatmap and 5-point maps of the output pulled to the input's
+    chroma: float = 0.0  # colour kept: per-pixel chroma (RGB minus its grey) change, per edited pixel
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,18 @@ def landmark_loss(x_det: tuple[torch.Tensor, torch.Tensor], y_det: tuple[torch.T
     return (per_map * wgt).sum(dim=(2, 3)).mean()
 
 
+def chroma_change(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean change of per-pixel chroma (RGB minus the pixel's grey level, 0..1 units) per edited pixel.
+
+    Why: the cheapest way to move dlib's descriptor is a saturated colour fringe across the eyes,
+    which no face has; identity may change through shape and shading, not through rainbow pixels.
+    Divided by the (detached) mask area, so a small edit is judged by its own pixels and the term
+    gives the mask no reason to grow or shrink.
+    """
+    cx, cy = x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)
+    return (cy - cx).abs().sum() / (3.0 * mask.detach().sum() + 1.0) / 255.0
+
+
 def generator_losses(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -207,6 +220,8 @@ def generator_losses(
     }
     if disc is not None and w.adv > 0:
         terms["adv"] = w.adv * -disc(y).mean()
+    if w.chroma > 0:
+        terms["chroma"] = w.chroma * chroma_change(x, y, mask)
     if detector is not None and x_det is not None and w.landmarks > 0:
         terms["landmarks"] = w.landmarks * landmark_loss(x_det, detector(y))
     terms["total"] = sum(terms.values(), torch.zeros(()))
