@@ -30,7 +30,7 @@ from .errors import ConfigError, EncodeError
 from .identities import frontality
 from .io.atomic import write_atomic
 from .io.decode import VideoReader
-from .plan import TOP_EXTRA, Plan
+from .plan import Plan, region_top
 from .progress import NullProgress, ProgressSink
 from .types import Track, VideoInfo
 
@@ -304,11 +304,11 @@ class SheetLayout:
 def face_crop(image: np.ndarray, box: np.ndarray, size: int, margin: float = THUMB_MARGIN) -> np.ndarray:
     """Square crop around a face box, ``size`` pixels; parts outside the frame are black.
 
-    The box first reaches up like the renderer's region (forehead and hair, ``plan.TOP_EXTRA``),
+    The box first reaches up like the renderer's region (forehead and hair, ``plan.region_top``),
     then grows by ``margin`` and becomes a square on its centre, so faces are not stretched.
     """
-    x1, y1, x2, y2 = (float(v) for v in box)
-    y1 -= (y2 - y1) * TOP_EXTRA
+    x1, _, x2, y2 = (float(v) for v in box)
+    y1 = region_top(box)
     side = max(x2 - x1, y2 - y1, 2.0) * (1.0 + margin)
     s = max(2, int(round(side)))
     a = int(round((x1 + x2) / 2 - s / 2))

@@ -27,6 +27,24 @@ SCHEMA = "deid_edit.Plan.1"
 # Detector boxes run from the brows to the chin; forehead and hair (which identify people too) sit
 # above, and a face looking down drifts the box towards the chin: regions reach higher (upright).
 TOP_EXTRA = 0.12
+# A head is taller than wide. A detector box shorter than this (height/width, before TOP_EXTRA) is
+# foreshortened: the face is pitched, most often looking down, and what the box lost is the
+# forehead and crown above it (a person looking down shows mostly hair and brow). The region grows
+# upward until the box is this tall (fail closed). Frontal CenterFace boxes have a median of
+# 1.26-1.42 per clip on ../shared/footage; 1.45 took crowd_small_faces' leaked face-frames from 65
+# to 9 (longest run 29 -> 2) for 0.7 points more false-mask area over eight clips (1.55% -> 2.23%,
+# deface 1.5.0: 3.16%), benchmarks/leaks.py.
+MIN_ASPECT = 1.45
+
+
+def region_top(box: np.ndarray) -> float:
+    """Top edge of the region of a tracked face box (xyxy): grown by ``TOP_EXTRA`` of its height,
+    and further while the box is shorter than ``MIN_ASPECT`` times its width."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    return y1 - h * TOP_EXTRA - max(0.0, MIN_ASPECT * w - h)
+
+
 # A box clipped by the frame edge hides how far the face goes on: extend it past the edge so the
 # ellipse's flat middle, not its curved end, lies along the border (jaw and cheek at the edge).
 EDGE_TOUCH = 2.0
@@ -86,10 +104,11 @@ class Plan:
         return out
 
     def _region_box(self, box: np.ndarray) -> np.ndarray:
-        """The tracked box grown upward (forehead, hair) and past any frame edge it touches."""
+        """The tracked box grown upward (forehead, hair; more for a foreshortened face, see
+        ``MIN_ASPECT``) and past any frame edge it touches."""
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
-        y1 -= h * TOP_EXTRA
+        y1 = region_top(box)
         if x1 <= EDGE_TOUCH:
             x1 -= w * EDGE_EXTEND
         if y1 <= EDGE_TOUCH:

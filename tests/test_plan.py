@@ -95,11 +95,14 @@ def test_golden_plan(plan, sample_clip):
 
 def test_regions_grow_up_and_past_frame_edges(plan):
     """The region reaches above the tracked box, and past a frame edge the face is cut by."""
-    from deid_edit.plan import EDGE_EXTEND, TOP_EXTRA
+    from deid_edit.plan import EDGE_EXTEND, MIN_ASPECT, TOP_EXTRA
 
     w, h = plan.video.width, plan.video.height
-    inner = plan._region_box(np.array([100, 100, 200, 220], np.float32))
-    assert inner.tolist() == pytest.approx([100, 100 - 120 * TOP_EXTRA, 200, 220])
+    inner = plan._region_box(np.array([100, 100, 200, 250], np.float32))
+    assert inner.tolist() == pytest.approx([100, 100 - 150 * TOP_EXTRA, 200, 250])
+    # a foreshortened box (a face looking down: brows to chin squashed) reaches up to the crown
+    down = plan._region_box(np.array([100, 100, 200, 210], np.float32))
+    assert down.tolist() == pytest.approx([100, 100 - 110 * TOP_EXTRA - (100 * MIN_ASPECT - 110), 200, 210])
     edge = plan._region_box(np.array([w - 80, 50, w, 150], np.float32))
     assert edge[2] == pytest.approx(w + 80 * EDGE_EXTEND) and edge[0] == w - 80
     corner = plan._region_box(np.array([0, h - 60, 50, h], np.float32))
