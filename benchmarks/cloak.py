@@ -97,7 +97,13 @@ def chip_landmarks(detector, chip: np.ndarray) -> np.ndarray | None:
     return None if found is None else found[1] - CANVAS_PAD
 
 
-def identity_and_naturalness(cloak: Cloak, detector, exact: FaceEmbedder, people: list[tuple[str, Path, Path]], cfg: RenderConfig) -> None:
+def identity_and_naturalness(
+    cloak: Cloak, detector, exact: FaceEmbedder, people: list[tuple[str, Path, Path]], cfg: RenderConfig, grid_file: Path | None = None
+) -> dict[str, float]:
+    """Print the identity-removal and naturalness tables; return their numbers (tests assert on
+    them): ``faces``, ``same_before``/``same_after``/``other_before``/``other_after`` (fractions
+    matched), ``detected``, ``landmark_shift`` (mean of each face's worst point / IOD),
+    ``landmarks_within`` (fraction of faces with all 5 within 5%), ``ssim``, ``verified``."""
     from skimage.metrics import structural_similarity
 
     guarded = Cloak(model=cloak.model, threads=cloak.threads, verify=True)  # what a render would write
@@ -129,7 +135,7 @@ def identity_and_naturalness(cloak: Cloak, detector, exact: FaceEmbedder, people
             grid.append(np.hstack([chip_o, chip_c]))
     if not rows:
         print("no usable held-out people found")
-        return
+        return {"faces": 0}
     r = np.array(rows, np.float64)
     match = r[:, :4] < SAME_PERSON_L2
     print(f"\nIdentity removal ({len(r)} held-out people; exact recognizer, match = L2 < {SAME_PERSON_L2})")
@@ -145,13 +151,26 @@ def identity_and_naturalness(cloak: Cloak, detector, exact: FaceEmbedder, people
         print(f"{'landmark shift / inter-ocular, mean':<40}{err.mean():>10.3f}")
         print(f"{'faces with all 5 points within 5%':<40}{(err <= LANDMARK_TOLERANCE).mean():>10.1%}")
     print(f"{'SSIM of the face chip (mean)':<40}{r[:, 6].mean():>10.3f}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    cols = 3
-    while len(grid) % cols:
-        grid.append(np.zeros_like(grid[0]))
-    sheet = np.vstack([np.hstack(grid[k : k + cols]) for k in range(0, len(grid), cols)])
-    cv2.imwrite(str(OUT / "cloak_grid.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    print(f"\nsaved {OUT / 'cloak_grid.png'} (each pair: original chip | cloaked chip)")
+    if grid_file is not None:
+        grid_file.parent.mkdir(parents=True, exist_ok=True)
+        cols = 3
+        while len(grid) % cols:
+            grid.append(np.zeros_like(grid[0]))
+        sheet = np.vstack([np.hstack(grid[k : k + cols]) for k in range(0, len(grid), cols)])
+        cv2.imwrite(str(grid_file), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        print(f"\nsaved {grid_file} (each pair: original chip | cloaked chip)")
+    return {
+        "faces": float(len(r)),
+        "same_before": float(match[:, 0].mean()),
+        "same_after": float(match[:, 1].mean()),
+        "other_before": float(match[:, 2].mean()),
+        "other_after": float(match[:, 3].mean()),
+        "detected": float(r[:, 4].mean()),
+        "landmark_shift": float(err.mean()) if len(err) else float("nan"),
+        "landmarks_within": float((err <= LANDMARK_TOLERANCE).mean()) if len(err) else 0.0,
+        "ssim": float(r[:, 6].mean()),
+        "verified": g.cloaked / n,
+    }
 
 
 def moving_average(x: np.ndarray, window: int = SMOOTH_FRAMES) -> np.ndarray:
@@ -252,7 +271,7 @@ def main() -> None:
     print(f"model: {cloak.model_file(cfg)}")
     exact = FaceEmbedder(threads=args.threads, recognizer="exact")
     people = held_out_people(args.count)
-    identity_and_naturalness(cloak, detector, exact, people, cfg)
+    identity_and_naturalness(cloak, detector, exact, people, cfg, OUT / "cloak_grid.png")
     if not args.no_temporal:
         temporal(new_cloak, detector, args.frames, cfg)
     speed(cloak, cfg)
