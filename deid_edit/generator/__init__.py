@@ -46,7 +46,16 @@ Design choices (and why):
   the input's — dlib's same-person threshold is 0.6 — so it stops pushing at "clearly someone
   else" instead of drifting into non-faces), pixel L1 0.5 (on 0..1 pixels), mask L1 0.05 and mask
   total variation 0.5 (small, smooth masks), adversarial 0.05 (hinge GAN, PatchGAN with spectral
-  norm, ~30 px patches).
+  norm, ~30 px patches). Two more terms, off by default, are what made the shipped model
+  (``models/README.md``): the detector attractor ``landmarks`` (CenterFace's heatmap and 5-point
+  maps of the output pulled to the input's; without it the repeller smears the eye band, the
+  cheapest place to move dlib's descriptor) and ``chroma`` (colour change per edited pixel;
+  without it the eyes get rainbow fringes).
+* What trained the shipped model, on one CPU thread: stage 1 attract 1.5, repel 2 (margin 0.8),
+  recon 1, adversarial 0.1, 2,250 steps; stage 2 ``--init-from`` stage 1 plus ``landmarks`` 10,
+  500 steps; stage 3 plus ``chroma`` 4, 2,500 steps; stage 4 the same weights with footage faces
+  added to LFW, 400 steps. Adding ``landmarks`` at step 0 instead closes the mask for good (every
+  term but the repeller is smallest when nothing is edited), hence the curriculum.
 * Schedule: Adam 2e-4 for both networks, betas (0.5, 0.999), batch 16, 20 000 steps, the
   adversarial term off for the first 200 steps (a discriminator facing near-copies would only
   learn to spot the mask seam), a checkpoint every 500 steps. Batches and augmentation (flip,
