@@ -60,7 +60,7 @@ from pathlib import Path
 import av
 
 sys.path.insert(0, "benchmarks")
-from leaks import our_mask  # noqa: E402
+from leaks import box_slices, our_mask  # noqa: E402
 from speed import transcode_floor  # noqa: E402
 
 import deid_edit  # noqa: E402
@@ -119,12 +119,8 @@ def missed_vs(reference, plan, hw):
             continue
         covered = our_mask(plan, i, hw, RenderConfig())
         for r in regions:
-            x0, y0 = max(0, int(r.box[0])), max(0, int(r.box[1]))
-            x1, y1 = min(hw[1], int(r.box[2] + 0.5)), min(hw[0], int(r.box[3] + 0.5))
-            if x1 <= x0 or y1 <= y0:
-                continue
             total += 1
-            missed += float(covered[y0:y1, x0:x1].mean()) < 0.9
+            missed += float(covered[box_slices(r.box, hw)].mean()) < 0.9
     return total, missed
 acfg = AnalyzeConfig.from_options(device=device, backend=backend)
 rows, provider = [], "?"

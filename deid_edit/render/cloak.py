@@ -44,8 +44,8 @@ else). Identity removal there is the recognizer's verdict of step 4, not a paint
 
 Faces are batched per call (all faces of one frame, or of one group of overlapping regions on the
 YUV path); ``BATCH`` bounds a batch (the torch backend halves it further on a GPU out of memory).
-The model file is the manifest's ``cloak`` entry, or the path in ``DEID_EDIT_CLOAK_MODEL`` / a
-``cloak_model`` field of RenderConfig when it has one.
+The model file is the constructor's ``model``, else the path in ``DEID_EDIT_CLOAK_MODEL``, else
+the manifest's ``cloak`` entry (``models/cloak.onnx``).
 """
 
 from __future__ import annotations
@@ -224,10 +224,11 @@ class Cloak:
 
     # -- model ---------------------------------------------------------------------------------
     def model_file(self, cfg: RenderConfig | None = None) -> Path:
-        """The generator file: argument, RenderConfig.cloak_model, $DEID_EDIT_CLOAK_MODEL, manifest."""
+        """The generator file: argument, $DEID_EDIT_CLOAK_MODEL, manifest (``cfg`` is not consulted:
+        it names no model; the parameter keeps the anonymizer's pre-flight signature)."""
         from ..models import model_path
 
-        path = self.model or getattr(cfg, "cloak_model", None) or os.environ.get(MODEL_ENV) or None
+        path = self.model or os.environ.get(MODEL_ENV) or None
         if path is None:
             from ..models import manifest
 
@@ -247,9 +248,9 @@ class Cloak:
     def _load(self, cfg: RenderConfig) -> None:
         from ..backend import load_model, resolve_backend
 
-        device = self.device or getattr(cfg, "device", None) or "auto"
-        backend = resolve_backend(self.backend or getattr(cfg, "backend", None) or "auto", device)
-        threads = self.threads if self.threads is not None else int(getattr(cfg, "threads", 0) or 0)
+        device = self.device or cfg.device
+        backend = resolve_backend(self.backend or cfg.backend, device)
+        threads = self.threads or 0
         path = self.model_file(cfg)
         model = load_model(MODEL_NAME, backend, device, threads, path=path)
         # ONNX Runtime feeds inputs by position: the graph must be the generator's (torch checks metadata and weights)
