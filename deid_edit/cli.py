@@ -83,6 +83,12 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--min-face", type=int, help="Smallest face to find, in pixels (default 36)."),
         click.option("--det-size", "max_side", type=int, help="Detector input long side when faces allow (default 960)."),
         click.option("--batch-size", type=int, help="Frames per detector batch."),
+        click.option(
+            "--coarse-every",
+            type=click.IntRange(-1),
+            help="Quiet scenes (no face, or a few large ones): detect at half scale except every N-th frame; "
+            "0 = never, -1 = automatic (3 on the CPU, never on a GPU).",
+        ),
         click.option("--device", help="auto, cpu, cuda[:N], mps, tensorrt, coreml, directml."),
         click.option(
             "--backend",

@@ -52,6 +52,9 @@ class DetectConfig:
     device: str = "auto"
     threads: int = 0  # ONNX Runtime intra-op threads, 0 = all cores
     sweep_every: int = 3  # in busy scenes, also detect at full resolution every N frames (0 = never)
+    # in quiet scenes, detect at half the scale except every N-th frame; 0 = never, -1 = automatic:
+    # 3 on the CPU, never on a GPU (detection is not the bottleneck there, and it would cut batches)
+    coarse_every: int = -1
     backend: str = "auto"  # inference engine: onnxruntime, torch (extra deid-edit[torch]) or auto
 
     def __post_init__(self) -> None:
@@ -60,6 +63,7 @@ class DetectConfig:
         _check(128 <= self.max_side <= 8192, "--det-size", self.max_side, "pixels in 128..8192")
         _check(0 <= self.batch_size <= 256, "--batch-size", self.batch_size, "1..256, or 0 for automatic")
         _check(self.threads >= 0, "--threads", self.threads, "0 (all cores) or more")
+        _check(self.coarse_every >= -1, "--coarse-every", self.coarse_every, "-1 (automatic), 0 (never) or more frames")
         _check_device_backend(self.device, self.backend)
 
     def detection_scale(self, width: int, height: int) -> float:

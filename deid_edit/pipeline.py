@@ -23,6 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from . import __version__
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 LOW_SCORE_FACTOR = 0.5  # low-score detections (for continuing tracks) go down to this x threshold
 BUSY_FACES = 3  # a frame with this many faces, or with a face under 2x --min-face, is a busy scene
 BUSY_HOLD = 2  # seconds a busy scene keeps the full-resolution sweep on
+QUIET_FACE = 4  # a quiet scene's faces are all at least this x --min-face (and fewer than BUSY_FACES)
+COARSE_EVERY_CPU = 3  # DetectConfig.coarse_every when automatic, on the CPU
 
 
 class SmallFaceSweep:
@@ -103,6 +106,48 @@ class SmallFaceSweep:
         return FrameDetections(det.frame_index, boxes[keep], scores[keep], lms)
 
 
+class CoarsePass:
+    """Half-scale detection on most frames of a quiet scene: no face, or a few large ones.
+
+    Detection is most of the analysis time, and a talking head does not need the resolution that a
+    crowd does: a face of ``QUIET_FACE`` x ``--min-face`` is still twice the detector's reliable
+    size at half the scale (a quarter of the cost). Every ``coarse_every``-th frame stays at the
+    normal scale, so a small face that walks in is found within that many frames; its track is
+    then extended backwards over the frames before (``TrackConfig.extend`` >= ``coarse_every`` - 1),
+    and the scene stops being quiet. Busy scenes (the small-face sweep is on) are never coarse.
+    """
+
+    def __init__(self, cfg: DetectConfig, provider: str) -> None:
+        self.cfg = cfg
+        cpu = provider == "CPUExecutionProvider"
+        self.every = cfg.coarse_every if cfg.coarse_every >= 0 else (COARSE_EVERY_CPU if cpu else 0)
+        self.frames = 0  # frames detected coarse, for the record
+
+    def candidate(self, index: int, sweep: SmallFaceSweep) -> bool:
+        """Whether ``index`` could be coarse (then the caller first detects what it has pending,
+        so that the decision sees the latest normal-scale frame)."""
+        return self.every >= 2 and index % self.every != 0 and index > sweep.busy_until
+
+    def use(self, index: int, detections: list[FrameDetections], sweep: SmallFaceSweep) -> bool:
+        """Whether ``index`` may be detected at half scale, judged from the frames detected so far."""
+        every = self.every
+        if not self.candidate(index, sweep) or len(detections) < every:
+            return False
+        for det in detections[-every:]:
+            sure = det.scores >= self.cfg.threshold
+            sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])[sure]
+            if sure.sum() >= BUSY_FACES or (sides < QUIET_FACE * self.cfg.min_face).any():
+                return False
+        return True
+
+    def image(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+        """``image`` at half size, and the scale from the source to it."""
+        h, w = image.shape[:2]
+        half = cv2.resize(image, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+        self.frames += 1
+        return half, scale * (w // 2) / w
+
+
 def analyze(
     video: str | os.PathLike[str],
     config: AnalyzeConfig | None = None,
@@ -126,36 +171,48 @@ def analyze(
         sampler = DescriptorSampler(cfg.identity, embedder)
     batch_size = cfg.detect.batch_size or (2 if detector.provider == "CPUExecutionProvider" else 16)
     detections: list[FrameDetections] = []
-    batch_imgs: list = []
+    batch_imgs: list = []  # frames at the analysis scale (descriptors are cut from these)
+    batch_det: list = []  # what the detector sees: the same, or half of it on coarse frames
     batch_idx: list[int] = []
+    batch_scale = [scale]
     total = info.frame_count
 
     def flush() -> None:
         if batch_idx:
-            found = [sweep.merge(d) for d in detector.detect(batch_imgs, batch_idx, scale, low)]
+            found = [sweep.merge(d) for d in detector.detect(batch_det, batch_idx, batch_scale[0], low)]
             if sampler is not None:
                 for img, det in zip(batch_imgs, found):
                     sampler.add(img, det, scale, cfg.detect.threshold)
             detections.extend(found)
             batch_imgs.clear()
+            batch_det.clear()
             batch_idx.clear()
 
     sweep = SmallFaceSweep(detector, cfg.detect, low, info.avg_rate)
+    coarse = CoarsePass(cfg.detect, detector.provider)
     reader = VideoReader(video, scale=scale, full_every=cfg.detect.sweep_every if scale < 1.0 else 0)
     for frame in reader.frames():
         shots.push(frame.index, frame.image)
         if frame.full is not None:
             flush()  # the sweep reads the busy-scene state of the frames before this one
             sweep.run(frame, detections)
-        if batch_imgs and batch_imgs[0].shape != frame.image.shape:
-            flush()  # resolution change mid-stream: batches must be uniform
+        det_img, det_scale = frame.image, scale
+        if batch_det and batch_scale[0] == scale and coarse.candidate(frame.index, sweep):
+            flush()  # judge the scene with the latest normal-scale frames detected
+        if coarse.use(frame.index, detections, sweep):
+            det_img, det_scale = coarse.image(frame.image, scale)
+        if batch_det and (batch_det[0].shape != det_img.shape or batch_scale[0] != det_scale):
+            flush()  # coarse/normal switch or resolution change mid-stream: batches must be uniform
+        batch_scale[0] = det_scale
         batch_imgs.append(frame.image)
+        batch_det.append(det_img)
         batch_idx.append(frame.index)
         if len(batch_idx) >= batch_size:
             flush()
         progress.update("analyze", frame.index + 1, max(total, frame.index + 1))
     flush()
     n = reader.frames_decoded
+    log.info("detection: %d of %d frames at half scale (quiet scenes), %d swept at full resolution", coarse.frames, n, sweep.frames)
     if n == 0:
         raise InputError(f"{video}: no frame could be decoded; re-export the video")
     if cfg.shots.cut_list:

@@ -11,7 +11,7 @@ import pytest
 from conftest import footage
 
 from deid_edit import analyze, render
-from deid_edit.config import AnalyzeConfig, DetectConfig, RenderConfig
+from deid_edit.config import AnalyzeConfig, DetectConfig, IdentityConfig, RenderConfig
 from deid_edit.detect import create_detector
 from deid_edit.render.shapes import region_mask
 from deid_edit.types import FrameDetections
@@ -87,6 +87,51 @@ def test_rendered_output_hides_truth_faces(sample_clip, tmp_path):
                 face = img[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]  # 2 px inside: codec ringing at the edge
                 magenta = (face[..., 0] > 200) & (face[..., 1] < 60) & (face[..., 2] > 200)
                 assert magenta.mean() > 0.99, f"frame {f}: face not fully masked ({magenta.mean():.3f})"
+
+
+class CoarseBlindDetector:
+    """Scripted detections: one large face in every frame (a quiet scene), and from frame 10 on a
+    small face that only the normal detection scale finds; the half-scale pass never sees it."""
+
+    name, provider = "scripted", "CPUExecutionProvider"
+    BIG = [100.0, 60.0, 260.0, 260.0]
+    SMALL = [420.0, 100.0, 460.0, 150.0]
+
+    def __init__(self, normal_scale: float) -> None:
+        self.normal = normal_scale
+        self.scales: dict[int, float] = {}
+
+    def detect(self, images, frame_indices, scale, threshold):
+        out = []
+        for i in frame_indices:
+            self.scales[i] = scale
+            boxes = [self.BIG] + ([self.SMALL] if i >= 10 and scale >= self.normal - 1e-9 else [])
+            out.append(FrameDetections(i, np.array(boxes, np.float32), np.full(len(boxes), 0.9, np.float32), None))
+        return out
+
+
+@pytest.mark.parametrize("coarse_every", [0, 3])
+def test_face_that_appears_on_a_coarse_frame_is_covered_from_its_first_frame(sample_clip, coarse_every):
+    """Quiet scenes are detected at half scale on most frames; a small face that enters on such a
+    frame is found on the next normal-scale frame and its track is extended back over the frames
+    before: no frame of it is uncovered. With the coarse pass off every frame is normal-scale."""
+    path, truth = sample_clip
+    cfg = AnalyzeConfig(detect=DetectConfig(coarse_every=coarse_every), identity=IdentityConfig(enabled=False))
+    normal = cfg.detect.detection_scale(truth.width, truth.height)
+    det = CoarseBlindDetector(normal)
+    plan = analyze(path, cfg, detector=det)
+    coarse = sorted(i for i, s in det.scales.items() if s < normal)
+    if coarse_every:
+        assert 10 in coarse and 11 in coarse, coarse  # the small face enters unseen
+        assert all(i % coarse_every for i in coarse)  # every N-th frame stays at the normal scale
+        assert not [i for i in coarse if i >= 12 and i < 20]  # once a small face is seen: normal scale
+    else:
+        assert not coarse
+    hw = (truth.height, truth.width)
+    for f in range(10, truth.frame_count):
+        cov = coverage(plan, f, hw, RenderConfig())
+        assert cov[face_pixels(np.array(det.SMALL), hw)].all(), f"frame {f}: the small face is not covered"
+        assert cov[face_pixels(np.array(det.BIG), hw)].all(), f"frame {f}: the large face is not covered"
 
 
 @pytest.mark.media
