@@ -107,3 +107,29 @@ def test_regions_grow_up_and_past_frame_edges(plan):
     assert edge[2] == pytest.approx(w + 80 * EDGE_EXTEND) and edge[0] == w - 80
     corner = plan._region_box(np.array([0, h - 60, 50, h], np.float32))
     assert corner[0] < 0 and corner[3] > h
+
+
+def test_regions_grow_towards_the_back_of_a_turned_head(plan):
+    """A profile's box hugs nose to ear; the region grows on the side away from the nose and down
+    (jaw, neck), in full past a turn of 1.0 and not at all for a frontal face or bad landmarks."""
+    from deid_edit.plan import PROFILE_BACK, PROFILE_DOWN, TOP_EXTRA, profile_turn
+
+    box = np.array([100, 100, 200, 250], np.float32)
+    top = 100 - 150 * TOP_EXTRA
+
+    def lms(nose_x: float) -> np.ndarray:  # eyes at x 130/170, y 150; mouth at y 220
+        return np.array([[130, 150], [170, 150], [nose_x, 185], [135, 220], [165, 220]], np.float32)
+
+    assert profile_turn(lms(150)) == pytest.approx(0.0)
+    assert plan._region_box(box, lms(150)).tolist() == pytest.approx([100, top, 200, 250])  # frontal
+    assert plan._region_box(box, lms(168)).tolist() == pytest.approx([100, top, 200, 250])  # nose at an eye
+    left = plan._region_box(box, lms(100))  # nose far left of the eyes: looks left, back of head right
+    assert profile_turn(lms(100)) < -1
+    assert left.tolist() == pytest.approx([100, top, 200 + PROFILE_BACK * 100, 250 + PROFILE_DOWN * 150])
+    right = plan._region_box(box, lms(200))
+    assert right.tolist() == pytest.approx([100 - PROFILE_BACK * 100, top, 200, 250 + PROFILE_DOWN * 150])
+    half = plan._region_box(box, lms(180))  # turn 0.75: half-way up the ramp
+    assert half[0] == pytest.approx(100 - 0.5 * PROFILE_BACK * 100)
+    upside_down = lms(100)
+    upside_down[:, 1] = 400 - upside_down[:, 1]
+    assert plan._region_box(box, upside_down).tolist() == pytest.approx([100, top, 200, 250])

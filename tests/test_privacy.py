@@ -135,18 +135,29 @@ def test_face_that_appears_on_a_coarse_frame_is_covered_from_its_first_frame(sam
 
 
 @pytest.mark.media
-def test_crowd_clip_leaks_against_the_independent_reference():
-    """benchmarks/leaks.py on crowd_small_faces_1080p.mp4: faces found in the original by YuNet and
-    full-resolution CenterFace, leaked when under 90% covered. Measured 9 of 1050 face-frames and a
-    longest run of 2 frames (65 and 29 before regions reached the crown of faces looking down)."""
+@pytest.mark.parametrize(
+    "clip, ref_min, max_leaked, max_run",
+    [
+        # measured 7 and 2 (65 and 29 before regions reached the crown of faces looking down; 9
+        # before they grew towards the back of turned heads)
+        ("crowd_small_faces_1080p.mp4", 1000, 9, 2),
+        # measured 7 and 6: 6 frames of one defocused face behind a guest that CenterFace scores under
+        # 0.19 at any scale, and a fist. The issue's target (1 per 1,000, runs of 2) is NOT met here;
+        # this guards what is reached (9 with a run of 6 before the profile growth).
+        ("hamilton_stage.mp4", 900, 8, 6),
+    ],
+)
+def test_leaks_against_the_independent_reference(clip, ref_min, max_leaked, max_run):
+    """benchmarks/leaks.py on real footage: faces found in the original by YuNet and full-resolution
+    CenterFace, leaked when under 90% of the box is covered by the rendered mask."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import leaks
 
-    clip = footage("crowd_small_faces_1080p.mp4")
+    path = footage(clip)
     if not leaks.YUNET_DIR.is_dir():
         pytest.skip(f"needs the reference detector in {leaks.YUNET_DIR} (present in CI)")
-    r = leaks.measure_leaks(clip, analyze(clip))
-    assert r["ref_face_frames"] > 1000
-    assert r["leaked"] <= 12 and r["longest_run"] <= 2, r
+    r = leaks.measure_leaks(path, analyze(path))
+    assert r["ref_face_frames"] > ref_min
+    assert r["leaked"] <= max_leaked and r["longest_run"] <= max_run, r
