@@ -5,7 +5,7 @@ first and after its last detection (faces entering the frame and motion blur at 
 classic leaks), clipped to its shot. Such samples are ``observed=False`` and carry a margin that
 grows with the distance to the nearest observation: when unsure, masks grow. Box centres and sizes
 are smoothed in both directions, and the result always contains the raw detected box, so smoothing
-never uncovers a face pixel.
+never uncovers a face pixel. Landmarks are smoothed the same way (they place the cloak, not masks).
 """
 
 from __future__ import annotations
@@ -74,6 +74,10 @@ def complete_track(raw: RawTrack, shot: Shot, cfg: TrackConfig) -> Track:
     landmarks = None
     if all(lm is not None for lm in raw.landmarks):
         landmarks = _interp(frames, obs_frames, np.asarray(raw.landmarks, np.float32))
+        # the same zero-lag smoothing as the box centres: the cloak aligns faces by these points, and
+        # detector noise (larger on half-scale frames, pipeline.CoarsePass) would make the face wobble
+        flat = _gaussian_smooth(landmarks.reshape(len(frames), -1), cfg.smooth_sigma)
+        landmarks = flat.reshape(landmarks.shape).astype(np.float32)
 
     boxes = smooth_boxes(boxes, cfg.smooth_sigma)
 
