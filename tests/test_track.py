@@ -93,6 +93,27 @@ def test_smoothing_never_shrinks_below_detection():
     assert np.all(t.boxes[:, :2] <= raw[:, :2] + 1e-4) and np.all(t.boxes[:, 2:] >= raw[:, 2:] - 1e-4)
 
 
+def test_landmarks_are_smoothed_and_follow_motion():
+    """Detector noise on the 5 points is taken out (the cloak aligns by them); a steady motion is kept."""
+    rng = np.random.default_rng(2)
+    n = 40
+    base = np.array([[120, 80], [140, 80], [130, 95], [122, 110], [138, 110]], np.float32)
+    true = np.stack([base + [2.0 * f, 0] for f in range(n)])
+    noisy = true + rng.normal(0, 1.5, true.shape).astype(np.float32)
+    box = lambda f: np.array([[100 + 2.0 * f, 50, 160 + 2.0 * f, 130]], np.float32)  # noqa: E731
+    out = [FrameDetections(f, box(f), np.array([0.9], np.float32), noisy[f : f + 1]) for f in range(n)]
+    shots = shots_from_cuts([], n)
+    cfg = TrackConfig(extend=0)
+    (t,) = complete_tracks(track_video(out, shots, cfg, 0.5), shots, cfg)
+    inner = slice(6, n - 6)  # away from the ends, where the edge padding bends the path
+    err_raw = np.abs(noisy[inner] - true[inner]).mean()
+    err_smooth = np.abs(t.landmarks[inner] - true[inner]).mean()
+    assert err_smooth < 0.5 * err_raw, (err_smooth, err_raw)
+    jitter = lambda lm: np.linalg.norm(np.diff(lm - true, axis=0), axis=2).mean()  # noqa: E731
+    assert jitter(t.landmarks) < 0.5 * jitter(noisy)
+    assert abs(np.diff(t.landmarks[inner, :, 0], axis=0).mean() - 2.0) < 0.1  # the motion is kept
+
+
 def test_small_face_sweep_only_in_busy_scenes():
     """Busy scenes (several or small faces) get a full-resolution pass whose extra faces are merged."""
     from fractions import Fraction
