@@ -174,12 +174,12 @@ def analyze(
     batch_imgs: list = []  # frames at the analysis scale (descriptors are cut from these)
     batch_det: list = []  # what the detector sees: the same, or half of it on coarse frames
     batch_idx: list[int] = []
-    batch_scale = [scale]
+    batch_scale = scale  # of the frames in batch_det (flush reads it)
     total = info.frame_count
 
     def flush() -> None:
         if batch_idx:
-            found = [sweep.merge(d) for d in detector.detect(batch_det, batch_idx, batch_scale[0], low)]
+            found = [sweep.merge(d) for d in detector.detect(batch_det, batch_idx, batch_scale, low)]
             if sampler is not None:
                 for img, det in zip(batch_imgs, found):
                     sampler.add(img, det, scale, cfg.detect.threshold)
@@ -197,13 +197,13 @@ def analyze(
             flush()  # the sweep reads the busy-scene state of the frames before this one
             sweep.run(frame, detections)
         det_img, det_scale = frame.image, scale
-        if batch_det and batch_scale[0] == scale and coarse.candidate(frame.index, sweep):
+        if batch_det and batch_scale == scale and coarse.candidate(frame.index, sweep):
             flush()  # judge the scene with the latest normal-scale frames detected
         if coarse.use(frame.index, detections, sweep):
             det_img, det_scale = coarse.image(frame.image, scale)
-        if batch_det and (batch_det[0].shape != det_img.shape or batch_scale[0] != det_scale):
+        if batch_det and (batch_det[0].shape != det_img.shape or batch_scale != det_scale):
             flush()  # coarse/normal switch or resolution change mid-stream: batches must be uniform
-        batch_scale[0] = det_scale
+        batch_scale = det_scale
         batch_imgs.append(frame.image)
         batch_det.append(det_img)
         batch_idx.append(frame.index)
