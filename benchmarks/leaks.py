@@ -427,6 +427,25 @@ def our_mask(plan: Plan, index: int, hw: tuple[int, int], rcfg: RenderConfig) ->
     return covered
 
 
+def plan_misses(reference: Plan, plan: Plan, rcfg: RenderConfig | None = None) -> tuple[int, list[int]]:
+    """Face-frames (observed regions) of ``reference`` and the frames of those that ``plan``'s
+    rendered mask covers less than ``COVER_OK``: what one path masks and another would leak (the
+    GPU plan against the CPU plan, the half-scale pass against the normal scale)."""
+    rcfg = rcfg or RenderConfig()
+    hw = (reference.video.height, reference.video.width)
+    total, missed = 0, []
+    for i in range(reference.frame_count):
+        regions = [r for r in reference.regions_at(i) if r.observed]
+        if not regions:
+            continue
+        covered = our_mask(plan, i, hw, rcfg)
+        for r in regions:
+            total += 1
+            if float(covered[box_slices(r.box, hw)].mean()) < COVER_OK:
+                missed.append(i)
+    return total, missed
+
+
 def our_masks(plan: Plan, ref: Reference, rcfg: RenderConfig | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
     """Our covered mask for every frame of the reference (frames past the plan: nothing covered)."""
     rcfg = rcfg or RenderConfig()
