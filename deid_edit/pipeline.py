@@ -61,6 +61,14 @@ QUIET_FACE = 4  # a quiet scene's faces are all at least this x --min-face (and 
 COARSE_EVERY_CPU = 3  # DetectConfig.coarse_every when automatic, on the CPU
 
 
+def crowded(det: FrameDetections, threshold: float, small_side: float) -> bool:
+    """Whether a frame's confident faces number ``BUSY_FACES`` or more, or any is under ``small_side``
+    pixels (short side): what turns the small-face sweep on and keeps the half-scale pass off."""
+    sure = det.scores >= threshold
+    sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])[sure]
+    return bool(sure.sum() >= BUSY_FACES or (sides < small_side).any())
+
+
 class SmallFaceSweep:
     """Full-resolution detection every few frames while the scene is busy (several or small faces).
 
@@ -80,9 +88,7 @@ class SmallFaceSweep:
     def run(self, frame: Frame, detections: list[FrameDetections]) -> None:
         """Update the busy state from recent detections; sweep ``frame`` if busy (merged by ``merge``)."""
         for det in detections[-self.cfg.sweep_every :]:
-            sure = det.scores >= self.cfg.threshold
-            sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])[sure]
-            if sure.sum() >= BUSY_FACES or (sides < 2 * self.cfg.min_face).any():
+            if crowded(det, self.cfg.threshold, 2 * self.cfg.min_face):
                 self.busy_until = det.frame_index + self.hold
         if frame.full is None or frame.index > self.busy_until:
             return
@@ -133,12 +139,7 @@ class CoarsePass:
         every = self.every
         if not self.candidate(index, sweep) or len(detections) < every:
             return False
-        for det in detections[-every:]:
-            sure = det.scores >= self.cfg.threshold
-            sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])[sure]
-            if sure.sum() >= BUSY_FACES or (sides < QUIET_FACE * self.cfg.min_face).any():
-                return False
-        return True
+        return not any(crowded(det, self.cfg.threshold, QUIET_FACE * self.cfg.min_face) for det in detections[-every:])
 
     def image(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         """``image`` at half size, and the scale from the source to it."""
