@@ -102,6 +102,9 @@ class TrackConfig:
     extend: int = 4  # frames a track is extended before its first and after its last detection
     min_hits: int = 1  # detections needed to keep a track...
     confirm_score: float = 0.5  # ...unless a single detection is at least this confident
+    continue_factor: float = 0.5  # a confident track continues with detections down to this x --threshold
+    weak_factor: float = 1 / 3  # a weak track (never confident) is made of detections down to this x --threshold...
+    weak_hits: int = 8  # ...and kept once it has this many of them (0: low scores never start a track)
     smooth_sigma: float = 2.0  # frames; Gaussian weight of the bidirectional smoother
     gap_margin: float = 0.04  # extra relative padding per frame away from an observation
     max_margin: float = 0.5
@@ -110,6 +113,12 @@ class TrackConfig:
         _check(0.0 < self.iou_match < 1.0, "--iou-match", self.iou_match, "a number in 0..1")
         _check(self.max_gap >= 0, "--max-gap", self.max_gap, "0 or more frames")
         _check(self.extend >= 0, "--extend", self.extend, "0 or more frames")
+        _check(0.0 < self.weak_factor <= self.continue_factor <= 1.0, "weak_factor", self.weak_factor, "a factor in 0..continue_factor")
+
+    @property
+    def detect_factor(self) -> float:
+        """The lowest detection score the tracker uses, as a factor of --threshold."""
+        return self.weak_factor if self.weak_hits else self.continue_factor
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,6 @@ from .types import Frame, FrameDetections, Track
 
 log = logging.getLogger(__name__)
 
-LOW_SCORE_FACTOR = 0.5  # low-score detections (for continuing tracks) go down to this x threshold
 BUSY_FACES = 3  # a frame with this many faces, or with a face under 2x --min-face, is a busy scene
 BUSY_HOLD = 2  # seconds a busy scene keeps the full-resolution sweep on
 QUIET_FACE = 4  # a quiet scene's faces are all at least this x --min-face (and fewer than BUSY_FACES)
@@ -162,7 +161,7 @@ def analyze(
     scale = cfg.detect.detection_scale(info.width, info.height)
     detector = detector or create_detector(cfg.detect)
     shots = ShotDetector(replace(cfg.shots, enabled=cfg.shots.enabled and not cfg.shots.cut_list), info.avg_rate)
-    low = cfg.detect.threshold * LOW_SCORE_FACTOR
+    low = cfg.detect.threshold * cfg.track.detect_factor  # what the tracker can use, nothing lower
     sampler = None
     if cfg.identity.enabled:
         from .embed import FaceEmbedder

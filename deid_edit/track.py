@@ -3,8 +3,11 @@
 
 The tracker owns its ids. Each track keeps a constant-velocity prediction of its box; association
 is two-stage (ByteTrack's idea): confident detections are matched first, then low-score
-detections may only continue existing tracks, which keeps blurred or turning faces followed
-without letting low-score noise start tracks. Tracks never cross a shot boundary.
+detections continue existing tracks, which keeps blurred or turning faces followed. A low-score
+detection left over starts a *weak* track, kept only if it persists for ``weak_hits`` detections:
+a dim or defocused face in the background is scored low in every frame (hamilton's audience behind
+the front row, CenterFace 0.05-0.2) and would otherwise never be masked, while one-off low-score
+noise still starts nothing. Tracks never cross a shot boundary.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class RawTrack:
     landmarks: list[np.ndarray | None] = field(default_factory=list)
     det_indices: list[int] = field(default_factory=list)  # index of each observation in its FrameDetections
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    confident: bool = True  # False while every observation is a low-score one (a weak track)
 
     def add(self, frame: int, box: np.ndarray, score: float, lm: np.ndarray | None, det_index: int = -1) -> None:
         if self.frames:
@@ -85,6 +89,7 @@ class Tracker:
     def __init__(self, cfg: TrackConfig, high_threshold: float) -> None:
         self.cfg = cfg
         self.high = high_threshold
+        self.continue_min = high_threshold * cfg.continue_factor
         self.next_id = 0
 
     def track_shot(self, shot: Shot, detections: Sequence[FrameDetections]) -> list[RawTrack]:
@@ -98,27 +103,53 @@ class Tracker:
             low = np.nonzero(det.scores < self.high)[0]
             matched_tracks: set[int] = set()
             used_high: set[int] = set()
-            for r, c in greedy_match(iou_matrix(preds, det.boxes[high]), self.cfg.iou_match):
-                self._add(active[r], f, det, int(high[c]))
-                matched_tracks.add(r)
-                used_high.add(c)
+            # confident tracks choose first, so a weak track (often a looser duplicate box of a
+            # face already followed) can never take a face's detection from its own track
+            for want in (True, False):
+                rows = [i for i in range(len(active)) if active[i].confident == want]
+                cols = [c for c in range(len(high)) if c not in used_high]
+                for r, c in greedy_match(iou_matrix(preds[rows], det.boxes[high[cols]]), self.cfg.iou_match):
+                    self._add(active[rows[r]], f, det, int(high[cols[c]]))
+                    matched_tracks.add(rows[r])
+                    used_high.add(cols[c])
+            for r in matched_tracks:
+                active[r].confident = True
             rest = [i for i in range(len(active)) if i not in matched_tracks]
+            used_low: set[int] = set()
             if rest and len(low):
-                for r, c in greedy_match(iou_matrix(preds[rest], det.boxes[low]), self.cfg.iou_match):
+                iou = iou_matrix(preds[rest], det.boxes[low])
+                # a confident track only takes the upper low band: the weakest boxes are looser and
+                # would drag it off the face (and split it); they may only make weak tracks
+                confident = np.array([active[i].confident for i in rest])
+                iou[np.ix_(confident, det.scores[low] < self.continue_min)] = 0.0
+                for r, c in greedy_match(iou, self.cfg.iou_match):
                     self._add(active[rest[r]], f, det, int(low[c]))
                     matched_tracks.add(rest[r])
-            for c, i in enumerate(high):
-                if c not in used_high:
-                    t = RawTrack(self.next_id, shot.index)
-                    self.next_id += 1
-                    self._add(t, f, det, int(i))
-                    active.append(t)
+                    used_low.add(c)
+            births = [(int(i), True) for c, i in enumerate(high) if c not in used_high]
+            if self.cfg.weak_hits and len(low):
+                # a leftover low-score box on a face some track already follows is a duplicate, not a face
+                near = np.concatenate([preds, det.boxes[high]])
+                taken = iou_matrix(det.boxes[low], near).max(axis=1) if len(near) else np.zeros(len(low))
+                births += [(int(i), False) for c, i in enumerate(low) if c not in used_low and taken[c] < self.cfg.iou_match]
+            for i, confident in births:
+                t = RawTrack(self.next_id, shot.index, confident=confident)
+                self.next_id += 1
+                self._add(t, f, det, i)
+                active.append(t)
             still = []
             for t in active:
                 (still if f - t.frames[-1] <= self.cfg.max_gap else done).append(t)
             active = still
         done.extend(active)
-        return [t for t in done if len(t.frames) >= self.cfg.min_hits and (len(t.frames) > 1 or t.scores[0] >= self.cfg.confirm_score)]
+        return [t for t in done if self._keep(t)]
+
+    def _keep(self, t: RawTrack) -> bool:
+        """Confirmation: a confident track needs ``min_hits`` (one very sure detection is enough);
+        a weak track, only ever seen at low score, must persist for ``weak_hits`` detections."""
+        if not t.confident:
+            return bool(self.cfg.weak_hits) and len(t.frames) >= self.cfg.weak_hits
+        return len(t.frames) >= self.cfg.min_hits and (len(t.frames) > 1 or t.scores[0] >= self.cfg.confirm_score)
 
     @staticmethod
     def _add(track: RawTrack, frame: int, det: FrameDetections, i: int) -> None:

@@ -144,3 +144,43 @@ def test_small_face_sweep_only_in_busy_scenes():
     merged = sweep.merge(FrameDetections(6, big.boxes, big.scores, big.landmarks))
     assert len(merged) == 2, "the duplicate of the known face is suppressed, the tiny face added"
     assert sweep.merge(big) is big  # nothing pending for another frame
+
+
+def test_persistent_low_score_face_becomes_a_track():
+    """A dim or defocused face the detector only ever scores low (never above the confident
+    threshold) must still be masked once it persists; a low-score flicker must not."""
+    dim = moving(40, 10, 1, drop={12, 13, 14, 25}, score=0.15)  # 36 weak hits with gaps
+    flicker = {f: [(300, 50, 340, 100, 0.15)] for f in (5, 9, 16)}  # 3 hits: noise
+    faces = {f: dim.get(f, []) + flicker.get(f, []) for f in range(40)}
+    shots = shots_from_cuts([], 40)
+    cfg = TrackConfig(weak_hits=8)
+    tracks = complete_tracks(track_video(dets(40, faces), shots, cfg, 0.3), shots, cfg)
+    assert len(tracks) == 1, "the persistent face is a track, the flicker is not"
+    t = tracks[0]
+    assert t.frames.tolist() == list(range(40)), "its gaps are filled and it covers every frame"
+    assert abs(t.boxes[13, 0] - 23) < 3
+    off = complete_tracks(track_video(dets(40, faces), shots, TrackConfig(weak_hits=0), 0.3), shots, TrackConfig(weak_hits=0))
+    assert off == [], "with weak_hits=0 low scores never start a track (the ByteTrack rule alone)"
+
+
+def test_weak_track_turns_confident_and_keeps_short_confident_rules():
+    """A track born from low scores that later gets a confident detection is an ordinary track,
+    kept even when it is shorter than weak_hits."""
+    faces = {f: [(10, 50, 70, 130, 0.15 if f < 3 else 0.9)] for f in range(5)}
+    shots = shots_from_cuts([], 5)
+    cfg = TrackConfig(weak_hits=8, extend=0)
+    (t,) = complete_tracks(track_video(dets(5, faces), shots, cfg, 0.3), shots, cfg)
+    assert t.frames.tolist() == [0, 1, 2, 3, 4] and t.observed.all()
+
+
+def test_loose_duplicate_boxes_of_a_followed_face_start_nothing():
+    """CenterFace often adds a looser low-score box on a face it already found (hamilton's audience:
+    0.10-0.16 next to a 0.4-0.6 box). It must neither become a track of its own nor take the face's
+    detections from the face's track (which would split one person into two)."""
+    face = moving(40, 10, 2)
+    faces = {f: face[f] + [(10 + 2 * f + 12, 40, 10 + 2 * f + 70, 120, 0.12)] for f in range(40)}
+    shots = shots_from_cuts([], 40)
+    cfg = TrackConfig(weak_hits=8)
+    raw = track_video(dets(40, faces), shots, cfg, 0.3)
+    assert len(raw) == 1 and raw[0].frames == list(range(40))
+    assert min(raw[0].scores) > 0.5, "the face's track kept its own detections"
