@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .config import DetectConfig
 from .errors import ConfigError, EncodeError
 from .identities import frontality
 from .io.atomic import write_atomic
@@ -42,6 +43,7 @@ THUMB_MARGIN = 0.4  # crop side = box side * (1 + margin): hair, ears and chin h
 LARGE_THUMB = 224  # identity_<N>.png side: big enough to recognise someone, small enough for plugin UIs
 ROWS_PER_PAGE = 200  # 200 rows of 124 px stay under the 32k-pixel height many image viewers accept
 DARK_BELOW, BRIGHT_TARGET, MAX_GAIN = 140.0, 200.0, 4.0  # crops whose 99th luma percentile is below are brightened
+LOW_CONFIDENCE = DetectConfig().threshold  # identities never scored this high are weak tracks only
 NO_TIME = "--:--:--:--"
 NO_CLOCK = "--:--:--.---"
 
@@ -78,6 +80,13 @@ class IdentitySummary:
     first_time: Fraction | None  # seconds from the first frame
     best_frames: tuple[int, ...]
     thumbnail: str | None = None
+    best_score: float = 0.0  # highest detector score of any observation; under --threshold: a weak track
+
+    @property
+    def low_confidence(self) -> bool:
+        """Only ever found at low score (a weak track): a dim face, or not a face at all. Masked
+        either way (fail closed); the editor is told so the row is not mistaken for a sure face."""
+        return self.best_score < LOW_CONFIDENCE
 
 
 # -- time -------------------------------------------------------------------------------------
@@ -218,6 +227,7 @@ def summarize(plan: Plan, best: int = BEST_PER_IDENTITY) -> list[IdentitySummary
                 first_clock=clock(first_time),
                 first_time=first_time,
                 best_frames=choose_best(ts, plan.video.width, plan.video.height, best),
+                best_score=max((float(t.scores[t.observed].max()) for t in ts if t.observed.any()), default=0.0),
             )
         )
     out.sort(key=lambda s: (s.first_frame < 0, s.first_frame, s.identity_id))
@@ -237,7 +247,7 @@ def format_table(summaries: Sequence[IdentitySummary]) -> str:
     """A plain-text table, one line per identity, for the terminal (``deid-edit faces``)."""
     if not summaries:
         return "no faces found"
-    head = ("id", "label", "action", "screen s", "frames", "shots", "tracks", "first seen", "at")
+    head = ("id", "label", "action", "screen s", "frames", "shots", "tracks", "score", "first seen", "at")
     rows = [
         (
             str(s.identity_id),
@@ -247,6 +257,7 @@ def format_table(summaries: Sequence[IdentitySummary]) -> str:
             str(s.frames),
             str(s.shots),
             str(s.tracks),
+            f"{s.best_score:.2f}" + (" low" if s.low_confidence else ""),
             s.first_timecode,
             s.first_clock,
         )
@@ -408,6 +419,7 @@ def _draw_row(sheet: np.ndarray, layout: SheetLayout, row: int, s: IdentitySumma
         (s.action.upper(), color, True),
         (f"{float(s.screen_time):.1f} s on screen{share}", TEXT, False),
         (f"{_count(s.shots, 'shot')}, {_count(s.tracks, 'track')}", TEXT, False),
+        (f"low score {s.best_score:.2f}: maybe no face" if s.low_confidence else f"score {s.best_score:.2f}", DIM_TEXT, False),
         (f"first {s.first_timecode}", TEXT, False),
         (f"      {s.first_clock}", DIM_TEXT, False),
     ]

@@ -242,3 +242,16 @@ def test_other_video_and_bad_layout_are_refused(plan, sample_clip, tmp_path):
         write_contact_sheet(sample_clip[0], other, tmp_path)
     with pytest.raises(ConfigError, match="--thumb"):
         write_contact_sheet(sample_clip[0], plan, tmp_path, thumb=8)
+
+
+def test_identity_only_seen_at_low_score_is_flagged(plan):
+    """A weak track (a dim face, or a map graphic the detector half-believes) is masked and listed,
+    but the editor is told it was only ever a low-score detection."""
+    weak = replace(plan.tracks[1], scores=np.full(len(plan.tracks[1].frames), 0.15, np.float32))
+    summaries = summarize(replace(plan, tracks=(plan.tracks[0], weak, *plan.tracks[2:])))
+    by_id = {s.identity_id: s for s in summaries}
+    sure, dim = by_id[plan.identities[0].identity_id], by_id[plan.identities[1].identity_id]
+    assert not sure.low_confidence and sure.best_score > 0.5
+    assert dim.low_confidence and dim.best_score == pytest.approx(0.15)
+    lines = format_table(summaries).splitlines()
+    assert "0.15 low" in lines[3] and " low" not in lines[2]
