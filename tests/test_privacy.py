@@ -136,20 +136,24 @@ def test_face_that_appears_on_a_coarse_frame_is_covered_from_its_first_frame(sam
 
 @pytest.mark.media
 @pytest.mark.parametrize(
-    "clip, ref_min, max_leaked, max_run",
+    "clip, ref_min, max_raw_leaked, max_false_pct",
     [
-        # measured 7 and 2 (65 and 29 before regions reached the crown of faces looking down; 9
-        # before they grew towards the back of turned heads)
-        ("crowd_small_faces_1080p.mp4", 1000, 9, 2),
-        # measured 7 and 6: 6 frames of one defocused face behind a guest that CenterFace scores under
-        # 0.19 at any scale, and a fist. The issue's target (1 per 1,000, runs of 2) is NOT met here;
-        # this guards what is reached (9 with a run of 6 before the profile growth).
-        ("hamilton_stage.mp4", 900, 8, 6),
+        # measured: raw 1 leak (the back of a passer-by's head going behind a sign, a reference
+        # false positive), reviewed 0; false mask 3.06% (was 7 leaks before weak tracks, 65 before
+        # regions reached the crown of faces looking down)
+        ("crowd_small_faces_1080p.mp4", 1000, 1, 4.0),
+        # measured: raw 1 leak (the performer's fist), reviewed 0; false mask 8.87%. Before weak
+        # tracks: 7 with a run of 6 (a defocused face behind a guest that CenterFace scores 0.05-0.2)
+        ("hamilton_stage.mp4", 900, 1, 10.0),
     ],
 )
-def test_leaks_against_the_independent_reference(clip, ref_min, max_leaked, max_run):
+def test_leaks_against_the_independent_reference(clip, ref_min, max_raw_leaked, max_false_pct):
     """benchmarks/leaks.py on real footage: faces found in the original by YuNet and full-resolution
-    CenterFace, leaked when under 90% of the box is covered by the rendered mask."""
+    CenterFace, leaked when under 90% of the box is covered by the rendered mask. The issue's target
+    (at most 1 leak per 1,000 face-frames, no leaked run over 2 frames) must hold against the
+    reviewed reference (the reference's boxes a person judged not to be faces removed); the raw
+    count may only hold those non-faces. False mask is bounded so the target is not bought by
+    masking everything."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -159,5 +163,8 @@ def test_leaks_against_the_independent_reference(clip, ref_min, max_leaked, max_
     if not leaks.YUNET_DIR.is_dir():
         pytest.skip(f"needs the reference detector in {leaks.YUNET_DIR} (present in CI)")
     r = leaks.measure_leaks(path, analyze(path))
-    assert r["ref_face_frames"] > ref_min
-    assert r["leaked"] <= max_leaked and r["longest_run"] <= max_run, r
+    rev = r["reviewed"]
+    assert r["ref_face_frames"] > ref_min and r["not_faces"] <= 1, "a reviewed non-face stands in for at most one leak here"
+    assert rev["leaks_per_1000"] <= 1.0 and rev["longest_run"] <= 2, rev
+    assert r["leaked"] <= max_raw_leaked and r["longest_run"] <= 2, r
+    assert r["false_mask_pct"] <= max_false_pct, r
