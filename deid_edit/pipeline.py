@@ -54,6 +54,7 @@ from .types import Frame, FrameDetections, Track
 
 log = logging.getLogger(__name__)
 
+WEAK_MIN_FACE = 0.5  # weak tracks start from low-score boxes at least this x --min-face (hamilton's dim faces: 25-60 px)
 BUSY_FACES = 3  # a frame with this many faces, or with a face under 2x --min-face, is a busy scene
 BUSY_HOLD = 2  # seconds a busy scene keeps the full-resolution sweep on
 QUIET_FACE = 4  # a quiet scene's faces are all at least this x --min-face (and fewer than BUSY_FACES)
@@ -219,7 +220,7 @@ def analyze(
         shot_list = load_cut_list(cfg.shots.cut_list, info.avg_rate, n)
     else:
         shot_list = shots.finish(n)
-    raw = track_video(detections, shot_list, cfg.track, cfg.detect.threshold)
+    raw = track_video(detections, shot_list, cfg.track, cfg.detect.threshold, WEAK_MIN_FACE * cfg.detect.min_face)
     tracks = complete_tracks(raw, shot_list, cfg.track)
     if sampler is not None:
         raw_by_id = {r.track_id: r for r in raw}

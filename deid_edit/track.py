@@ -86,9 +86,10 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
 class Tracker:
     """Two-stage IoU tracker with constant-velocity prediction; ids are unique per tracker."""
 
-    def __init__(self, cfg: TrackConfig, high_threshold: float) -> None:
+    def __init__(self, cfg: TrackConfig, high_threshold: float, weak_min_side: float = 0.0) -> None:
         self.cfg = cfg
         self.high = high_threshold
+        self.weak_min_side = weak_min_side  # a weak track starts only from a box this large (short side)
         self.continue_min = high_threshold * cfg.continue_factor
         self.next_id = 0
 
@@ -131,7 +132,10 @@ class Tracker:
                 # a leftover low-score box on a face some track already follows is a duplicate, not a face
                 near = np.concatenate([preds, det.boxes[high]])
                 taken = iou_matrix(det.boxes[low], near).max(axis=1) if len(near) else np.zeros(len(low))
-                births += [(int(i), False) for c, i in enumerate(low) if c not in used_low and taken[c] < self.cfg.iou_match]
+                # so is a tiny one: at low score, boxes far under --min-face are texture (a lamp, a pattern)
+                sides = np.minimum(det.boxes[low, 2] - det.boxes[low, 0], det.boxes[low, 3] - det.boxes[low, 1])
+                fresh = (taken < self.cfg.iou_match) & (sides >= self.weak_min_side)
+                births += [(int(i), False) for c, i in enumerate(low) if c not in used_low and fresh[c]]
             for i, confident in births:
                 t = RawTrack(self.next_id, shot.index, confident=confident)
                 self.next_id += 1
@@ -157,9 +161,11 @@ class Tracker:
         track.add(frame, det.boxes[i], float(det.scores[i]), lm, i)
 
 
-def track_video(detections: Sequence[FrameDetections], shots: Sequence[Shot], cfg: TrackConfig, high_threshold: float) -> list[RawTrack]:
+def track_video(
+    detections: Sequence[FrameDetections], shots: Sequence[Shot], cfg: TrackConfig, high_threshold: float, weak_min_side: float = 0.0
+) -> list[RawTrack]:
     """Raw tracks of every shot, ids unique over the video and ordered by first frame."""
-    tracker = Tracker(cfg, high_threshold)
+    tracker = Tracker(cfg, high_threshold, weak_min_side)
     tracks: list[RawTrack] = []
     for shot in shots:
         tracks.extend(tracker.track_shot(shot, detections))

@@ -184,3 +184,14 @@ def test_loose_duplicate_boxes_of_a_followed_face_start_nothing():
     raw = track_video(dets(40, faces), shots, cfg, 0.3)
     assert len(raw) == 1 and raw[0].frames == list(range(40))
     assert min(raw[0].scores) > 0.5, "the face's track kept its own detections"
+
+
+def test_tiny_low_score_boxes_start_no_weak_track():
+    """A persistent low-score box far under --min-face (a lamp, a pattern) is not a weak track;
+    the same box at face size is."""
+    shots = shots_from_cuts([], 30)
+    cfg = TrackConfig(weak_hits=8)
+    tiny = {f: [(300, 200, 311, 214, 0.15)] for f in range(30)}
+    assert track_video(dets(30, tiny), shots, cfg, 0.3, weak_min_side=18) == []
+    sized = {f: [(300, 200, 330, 238, 0.15)] for f in range(30)}
+    assert len(track_video(dets(30, sized), shots, cfg, 0.3, weak_min_side=18)) == 1
