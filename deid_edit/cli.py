@@ -89,6 +89,12 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Quiet scenes (no face, or a few large ones): detect at half scale except every N-th frame; "
             "0 = never, -1 = automatic (3 on the CPU, never on a GPU).",
         ),
+        click.option(
+            "--weak-hits",
+            type=click.IntRange(0),
+            help="A place the detector scores low (under --threshold) in this many frames is masked as a dim face "
+            "(default 8; 0 = off: cleaner backgrounds, but dim and defocused faces may show).",
+        ),
         click.option("--device", help="auto, cpu, cuda[:N], mps, tensorrt, coreml, directml."),
         click.option(
             "--backend",

@@ -113,6 +113,7 @@ class TrackConfig:
         _check(0.0 < self.iou_match < 1.0, "--iou-match", self.iou_match, "a number in 0..1")
         _check(self.max_gap >= 0, "--max-gap", self.max_gap, "0 or more frames")
         _check(self.extend >= 0, "--extend", self.extend, "0 or more frames")
+        _check(self.weak_hits >= 0, "--weak-hits", self.weak_hits, "0 (off) or more detections")
         _check(0.0 < self.weak_factor <= self.continue_factor <= 1.0, "weak_factor", self.weak_factor, "a factor in 0..continue_factor")
 
     @property

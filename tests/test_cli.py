@@ -171,3 +171,15 @@ def test_run_keep_photo_keeps_only_that_person(sample_clip, tmp_path):
             core = img[(y1 + y2) // 2 - 10 : (y1 + y2) // 2 + 10, (x1 + x2) // 2 - 10 : (x1 + x2) // 2 + 10]
             magenta = ((core[..., 0] > 200) & (core[..., 1] < 60) & (core[..., 2] > 200)).mean()
             assert (magenta == 0.0) if i < truth.cut_frame else (magenta > 0.95), (i, magenta)
+
+
+def test_weak_hits_flag_reaches_the_tracker(sample_clip, tmp_path):
+    """--weak-hits 0 turns weak tracks off (an editor who prefers a clean background); a negative
+    count is refused before anything runs."""
+    src = sample_clip[0]
+    r = invoke("analyze", str(src), "-o", str(tmp_path / "p.json"), "--weak-hits", "0", "--progress", "none")
+    assert r.exit_code == 0, r.output
+    plan = load_plan(tmp_path / "p.json")
+    assert plan.config["track"]["weak_hits"] == 0 and plan.tracks
+    r = invoke("analyze", str(src), "-o", str(tmp_path / "q.json"), "--weak-hits", "-1", "--progress", "none")
+    assert r.exit_code == 2 and "--weak-hits" in r.output and not (tmp_path / "q.json").exists()
