@@ -2,7 +2,8 @@
 
 Jitter is the mean frame-to-frame change of the box centre relative to the box size, over pairs of
 consecutive frames in which the face was detected. "raw" uses the detector's boxes as the tracker
-associated them; "smoothed" uses the plan's final boxes on the same frames. Usage:
+associated them; "smoothed" uses the plan's final boxes on the same frames. Tracks never detected
+above --threshold (weak tracks: a lamp, a plant) are left out. Usage:
 
     python benchmarks/jitter.py [CLIP ...]     # default: talkinghead_1..5 and portrait_driving_d6
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deid_edit import analyze  # noqa: E402
 from deid_edit.config import AnalyzeConfig  # noqa: E402
+from deid_edit.pipeline import WEAK_MIN_FACE  # noqa: E402
 from deid_edit.track import track_video  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footage"
@@ -34,10 +36,14 @@ def jitter(boxes: np.ndarray) -> np.ndarray:
 
 def measure(path: Path, cfg: AnalyzeConfig) -> tuple[int, float, float]:
     plan = analyze(path, cfg)
-    raws = {r.track_id: r for r in track_video(plan.detections, plan.shots, cfg.track, cfg.detect.threshold)}
+    # the same tracker call as analyze, so track ids match the plan's
+    weak_min_side = WEAK_MIN_FACE * cfg.detect.min_face
+    raws = {r.track_id: r for r in track_video(plan.detections, plan.shots, cfg.track, cfg.detect.threshold, weak_min_side)}
     before, after = [], []
     for t in plan.tracks:
         raw = raws[t.track_id]
+        if max(raw.scores) < cfg.detect.threshold:
+            continue  # a weak track only (maybe no face at all: talkinghead_2's lamp); faces are measured
         frames = np.asarray(raw.frames)
         pairs = np.nonzero(np.diff(frames) == 1)[0]
         if not len(pairs):
