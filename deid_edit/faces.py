@@ -26,7 +26,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import DetectConfig
 from .errors import ConfigError, EncodeError
 from .identities import frontality
 from .io.atomic import write_atomic
@@ -43,7 +42,6 @@ THUMB_MARGIN = 0.4  # crop side = box side * (1 + margin): hair, ears and chin h
 LARGE_THUMB = 224  # identity_<N>.png side: big enough to recognise someone, small enough for plugin UIs
 ROWS_PER_PAGE = 200  # 200 rows of 124 px stay under the 32k-pixel height many image viewers accept
 DARK_BELOW, BRIGHT_TARGET, MAX_GAIN = 140.0, 200.0, 4.0  # crops whose 99th luma percentile is below are brightened
-LOW_CONFIDENCE = DetectConfig().threshold  # identities never scored this high are weak tracks only
 NO_TIME = "--:--:--:--"
 NO_CLOCK = "--:--:--.---"
 
@@ -80,13 +78,10 @@ class IdentitySummary:
     first_time: Fraction | None  # seconds from the first frame
     best_frames: tuple[int, ...]
     thumbnail: str | None = None
-    best_score: float = 0.0  # highest detector score of any observation; under --threshold: a weak track
-
-    @property
-    def low_confidence(self) -> bool:
-        """Only ever found at low score (a weak track): a dim face, or not a face at all. Masked
-        either way (fail closed); the editor is told so the row is not mistaken for a sure face."""
-        return self.best_score < LOW_CONFIDENCE
+    best_score: float = 0.0  # highest detector score of any observation
+    # Only weak tracks (never above --threshold): a dim face, or not a face at all. Masked either way
+    # (fail closed); the editor is told so the row is not mistaken for a sure face.
+    low_confidence: bool = False
 
 
 # -- time -------------------------------------------------------------------------------------
@@ -228,6 +223,7 @@ def summarize(plan: Plan, best: int = BEST_PER_IDENTITY) -> list[IdentitySummary
                 first_time=first_time,
                 best_frames=choose_best(ts, plan.video.width, plan.video.height, best),
                 best_score=max((float(t.scores[t.observed].max()) for t in ts if t.observed.any()), default=0.0),
+                low_confidence=bool(ts) and all(plan.is_weak(t.track_id) for t in ts),
             )
         )
     out.sort(key=lambda s: (s.first_frame < 0, s.first_frame, s.identity_id))

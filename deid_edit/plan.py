@@ -101,6 +101,7 @@ class Plan:
     generator: str = ""
     _by_frame: dict[int, list[tuple[int, int]]] = field(init=False, repr=False, compare=False)
     _identity_of: dict[int, Identity] = field(init=False, repr=False, compare=False)
+    _weak: set[int] = field(init=False, repr=False, compare=False)  # weak tracks: never above the detect threshold
 
     def __post_init__(self) -> None:
         by_frame: dict[int, list[tuple[int, int]]] = {}
@@ -108,8 +109,11 @@ class Plan:
             for j, f in enumerate(t.frames.tolist()):
                 by_frame.setdefault(f, []).append((ti, j))
         identity_of = {tid: ident for ident in self.identities for tid in ident.track_ids}
+        sure = float(self.config.get("detect", {}).get("threshold", 0.0))
+        weak = {t.track_id for t in self.tracks if t.observed.any() and float(t.scores[t.observed].max()) < sure}
         object.__setattr__(self, "_by_frame", by_frame)
         object.__setattr__(self, "_identity_of", identity_of)
+        object.__setattr__(self, "_weak", weak)
 
     @property
     def frame_count(self) -> int:
@@ -117,6 +121,10 @@ class Plan:
 
     def identity_of(self, track_id: int) -> Identity | None:
         return self._identity_of.get(track_id)
+
+    def is_weak(self, track_id: int) -> bool:
+        """A weak track: never detected above the plan's --threshold (a dim face, or no face)."""
+        return track_id in self._weak
 
     def regions_at(self, frame_index: int, include_kept: bool = False) -> list[FaceRegion]:
         """Regions to render in ``frame_index``; tracks without an identity are anonymized."""
@@ -135,6 +143,7 @@ class Plan:
                     observed=bool(t.observed[j]),
                     score=float(t.scores[j]),
                     margin=float(t.margin[j]) if len(t.margin) else 0.0,
+                    weak=t.track_id in self._weak,
                 )
             )
         return out

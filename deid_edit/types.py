@@ -136,3 +136,4 @@ class FaceRegion:
     observed: bool
     score: float = 1.0
     margin: float = 0.0  # extra relative padding for uncertain samples
+    weak: bool = False  # its track was never detected above --threshold: a dim face, or no face at all

@@ -171,6 +171,23 @@ def test_small_face_falls_back_to_blur(cloak_model: Path, clip_frames) -> None:
     assert cloak.stats.small == 1 and cloak.stats.cloaked == 0
 
 
+def test_weak_track_is_blurred_never_cloaked(cloak_model: Path, clip_frames) -> None:
+    """A weak track (only ever a low-score detection) may be a plant or a pair of hands: the cloak
+    would paint a new face on it, so it gets the blur. The plan marks its regions ``weak``."""
+    from dataclasses import replace
+
+    _, plan, frames = clip_frames
+    t0 = plan.tracks[0]
+    dim = replace(t0, scores=np.full(len(t0.frames), 0.5 * plan.config["detect"]["threshold"], np.float32))
+    weak_plan = replace(plan, tracks=(dim, *plan.tracks[1:]))
+    (r,) = weak_plan.regions_at(0)
+    assert r.weak and not plan.regions_at(0)[0].weak
+    cloak = Cloak(model=cloak_model, verify=False)
+    out = cloak.apply(frames[0].copy(), [r], CFG)
+    assert np.array_equal(out, Blur().apply(frames[0].copy(), [r], CFG))
+    assert cloak.stats.weak == 1 and cloak.stats.cloaked == 0 and "1 low-score" in cloak.stats.summary()
+
+
 def test_missing_landmarks_are_estimated_from_the_box(cloak_model: Path, clip_frames) -> None:
     _, plan, frames = clip_frames
     (r,) = plan.regions_at(0)

@@ -101,16 +101,17 @@ class CloakStats:
     cloaked: int = 0
     small: int = 0  # blurred: narrower than MIN_CLOAK_FACE_PX
     unverified: int = 0  # blurred: the recognizer still knew the cloaked face (or its track)
+    weak: int = 0  # blurred: a weak track (maybe no face: a new face must not be painted on a plant)
     estimated_landmarks: int = 0  # cloaked from landmarks estimated from the box
 
     @property
     def blurred(self) -> int:
-        return self.small + self.unverified
+        return self.small + self.unverified + self.weak
 
     def summary(self) -> str:
         return (
             f"cloak: {self.cloaked} of {self.faces} face samples cloaked, {self.blurred} blurred "
-            f"({self.small} too small, {self.unverified} still recognizable)"
+            f"({self.small} too small, {self.unverified} still recognizable, {self.weak} low-score, maybe no face)"
         )
 
 
@@ -289,7 +290,10 @@ class Cloak:
             if rmask is None:
                 continue
             self.stats.faces += 1
-            if float(r.box[2] - r.box[0]) < MIN_CLOAK_FACE_PX:
+            if r.weak:
+                self.stats.weak += 1
+                blur.append(r)
+            elif float(r.box[2] - r.box[0]) < MIN_CLOAK_FACE_PX:
                 self.stats.small += 1
                 blur.append(r)
             elif r.track_id in self._failed:
