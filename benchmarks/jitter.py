@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deid_edit import analyze  # noqa: E402
 from deid_edit.config import AnalyzeConfig  # noqa: E402
-from deid_edit.pipeline import WEAK_MIN_FACE  # noqa: E402
-from deid_edit.track import track_video  # noqa: E402
+from deid_edit.pipeline import track_detections  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footage"
 DEFAULT = [f"talkinghead_{i}.mp4" for i in range(1, 6)] + ["portrait_driving_d6.mp4"]
@@ -36,9 +35,7 @@ def jitter(boxes: np.ndarray) -> np.ndarray:
 
 def measure(path: Path, cfg: AnalyzeConfig) -> tuple[int, float, float]:
     plan = analyze(path, cfg)
-    # the same tracker call as analyze, so track ids match the plan's
-    weak_min_side = WEAK_MIN_FACE * cfg.detect.min_face
-    raws = {r.track_id: r for r in track_video(plan.detections, plan.shots, cfg.track, cfg.detect.threshold, weak_min_side)}
+    raws = {r.track_id: r for r in track_detections(plan.detections, plan.shots, cfg)}  # analyze's call: the plan's track ids
     before, after = [], []
     for t in plan.tracks:
         raw = raws[t.track_id]

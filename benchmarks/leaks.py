@@ -180,7 +180,7 @@ class Reference:
         """This reference minus the boxes a person reviewed as not faces (``NOT_FACES``), and how many
         were removed. A box is removed when it overlaps a reviewed box of its frame (IoU >= 0.5)."""
         boxes, tracks, removed = [], [], 0
-        for i, (b, t) in enumerate(zip(self.boxes, self.tracks or [np.zeros(len(b), np.int64) for b in self.boxes], strict=True)):
+        for i, (b, t) in enumerate(zip(self.boxes, self.tracks, strict=True)):
             drop = np.zeros(len(b), bool)
             if i in not_faces and len(b):
                 drop = iou_matrix(b[:, :4], np.asarray(not_faces[i], np.float32).reshape(-1, 4)).max(axis=1) >= 0.5

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -50,7 +50,7 @@ from .render.shapes import to_coded
 from .shots import ShotDetector, load_cut_list
 from .smooth import complete_tracks
 from .track import RawTrack, track_video
-from .types import Frame, FrameDetections, Track
+from .types import Frame, FrameDetections, Shot, Track
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,11 @@ class CoarsePass:
         return half, scale * (w // 2) / w
 
 
+def track_detections(detections: Sequence[FrameDetections], shots: Sequence[Shot], cfg: AnalyzeConfig) -> list[RawTrack]:
+    """The analyze pass's tracker call (benchmarks re-run it to get the raw boxes of the same tracks)."""
+    return track_video(detections, shots, cfg.track, cfg.detect.threshold, WEAK_MIN_FACE * cfg.detect.min_face)
+
+
 def analyze(
     video: str | os.PathLike[str],
     config: AnalyzeConfig | None = None,
@@ -220,7 +225,7 @@ def analyze(
         shot_list = load_cut_list(cfg.shots.cut_list, info.avg_rate, n)
     else:
         shot_list = shots.finish(n)
-    raw = track_video(detections, shot_list, cfg.track, cfg.detect.threshold, WEAK_MIN_FACE * cfg.detect.min_face)
+    raw = track_detections(detections, shot_list, cfg)
     tracks = complete_tracks(raw, shot_list, cfg.track)
     if sampler is not None:
         raw_by_id = {r.track_id: r for r in raw}
