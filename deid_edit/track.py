@@ -83,6 +83,25 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def face_ordered(landmarks: Sequence[np.ndarray | None]) -> float:
+    """Share of samples whose 5 landmarks lie in face order: eyes above the nose above the mouth.
+
+    Why: at low score CenterFace also fires on hands and folds of cloth, and there its landmarks are
+    often scrambled (sofa_interviewee's clasped hands: eyes below the mouth in every sample), while
+    on dim real faces they keep the layout (hamilton's audience: all samples). Samples without
+    landmarks count as ordered (nothing says otherwise)."""
+    if not len(landmarks):
+        return 0.0
+    ok = 0
+    for lm in landmarks:
+        if lm is None:
+            ok += 1
+            continue
+        eyes, nose, mouth = (lm[0, 1] + lm[1, 1]) / 2, lm[2, 1], (lm[3, 1] + lm[4, 1]) / 2
+        ok += int(eyes < nose < mouth)
+    return ok / len(landmarks)
+
+
 class Tracker:
     """Two-stage IoU tracker with constant-velocity prediction; ids are unique per tracker."""
 
@@ -150,9 +169,10 @@ class Tracker:
 
     def _keep(self, t: RawTrack) -> bool:
         """Confirmation: a confident track needs ``min_hits`` (one very sure detection is enough);
-        a weak track, only ever seen at low score, must persist for ``weak_hits`` detections."""
+        a weak track, only ever seen at low score, must persist for ``weak_hits`` detections, most
+        of them with the detector's landmarks in face order."""
         if not t.confident:
-            return bool(self.cfg.weak_hits) and len(t.frames) >= self.cfg.weak_hits
+            return bool(self.cfg.weak_hits) and len(t.frames) >= self.cfg.weak_hits and face_ordered(t.landmarks) >= 0.5
         return len(t.frames) >= self.cfg.min_hits and (len(t.frames) > 1 or t.scores[0] >= self.cfg.confirm_score)
 
     @staticmethod

@@ -195,3 +195,17 @@ def test_tiny_low_score_boxes_start_no_weak_track():
     assert track_video(dets(30, tiny), shots, cfg, 0.3, weak_min_side=18) == []
     sized = {f: [(300, 200, 330, 238, 0.15)] for f in range(30)}
     assert len(track_video(dets(30, sized), shots, cfg, 0.3, weak_min_side=18)) == 1
+
+
+def test_weak_track_needs_landmarks_in_face_order():
+    """Low-score boxes on hands come with scrambled landmarks (eyes under the mouth); on a dim face
+    they keep the layout. Only the second becomes a weak track."""
+    box = np.array([[300, 200, 340, 250]], np.float32)
+    face = np.array([[[310, 215], [330, 215], [320, 225], [312, 238], [328, 238]]], np.float32)
+    upside_down = face.copy()
+    upside_down[0, :, 1] = 450 - upside_down[0, :, 1]
+    shots = shots_from_cuts([], 30)
+    cfg = TrackConfig(weak_hits=8)
+    for lms, expect in ((face, 1), (upside_down, 0)):
+        frames = [FrameDetections(f, box, np.array([0.15], np.float32), lms) for f in range(30)]
+        assert len(track_video(frames, shots, cfg, 0.3)) == expect
