@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import PlanError
 from .io.atomic import write_atomic
-from .types import FaceRegion, FrameDetections, Identity, Shot, Track, VideoInfo
+from .types import FaceRegion, FrameDetections, Identity, Shot, Track, VideoInfo, in_face_order
 
 SCHEMA = "deid_edit.Plan.1"
 # Detector boxes run from the brows to the chin; forehead and hair (which identify people too) sit
@@ -66,11 +66,11 @@ def profile_turn(landmarks: np.ndarray | None) -> float:
     if landmarks is None:
         return 0.0
     lm = np.asarray(landmarks, np.float64)
-    span = abs(lm[1, 0] - lm[0, 0])
-    eye_y, nose_y, mouth_y = (lm[0, 1] + lm[1, 1]) / 2, lm[2, 1], (lm[3, 1] + lm[4, 1]) / 2
-    if not (eye_y < nose_y < mouth_y) or not np.isfinite(lm).all():
+    if not np.isfinite(lm).all() or not in_face_order(lm):
         return 0.0  # nonsense landmarks (upside down, interpolated across a flip): no direction
-    return float((lm[2, 0] - (lm[0, 0] + lm[1, 0]) / 2) / max(span, 0.05 * (mouth_y - eye_y), 1e-3))
+    span = abs(lm[1, 0] - lm[0, 0])
+    height = (lm[3, 1] + lm[4, 1]) / 2 - (lm[0, 1] + lm[1, 1]) / 2  # eyes to mouth
+    return float((lm[2, 0] - (lm[0, 0] + lm[1, 0]) / 2) / max(span, 0.05 * height, 1e-3))
 
 
 def profile_growth(landmarks: np.ndarray | None) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import TrackConfig
-from .types import FrameDetections, Shot
+from .types import FrameDetections, Shot, in_face_order
 
 
 @dataclass
@@ -84,22 +84,13 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
 
 
 def face_ordered(landmarks: Sequence[np.ndarray | None]) -> float:
-    """Share of samples whose 5 landmarks lie in face order: eyes above the nose above the mouth.
-
-    Why: at low score CenterFace also fires on hands and folds of cloth, and there its landmarks are
-    often scrambled (sofa_interviewee's clasped hands: eyes below the mouth in every sample), while
-    on dim real faces they keep the layout (hamilton's audience: all samples). Samples without
-    landmarks count as ordered (nothing says otherwise)."""
+    """Share of samples whose landmarks are ``in_face_order``; samples without landmarks count as
+    ordered (nothing says otherwise). Why: at low score CenterFace also fires on hands and folds of
+    cloth, where its landmarks are often scrambled (sofa_interviewee's clasped hands: eyes below the
+    mouth in every sample), while on dim real faces they keep the layout (hamilton's audience)."""
     if not len(landmarks):
         return 0.0
-    ok = 0
-    for lm in landmarks:
-        if lm is None:
-            ok += 1
-            continue
-        eyes, nose, mouth = (lm[0, 1] + lm[1, 1]) / 2, lm[2, 1], (lm[3, 1] + lm[4, 1]) / 2
-        ok += int(eyes < nose < mouth)
-    return ok / len(landmarks)
+    return sum(lm is None or in_face_order(lm) for lm in landmarks) / len(landmarks)
 
 
 class Tracker:

@@ -50,6 +50,15 @@ class Frame:
     full: np.ndarray | None = None  # full-resolution upright RGB, on small-face sweep frames only
 
 
+def in_face_order(landmarks: np.ndarray) -> bool:
+    """Whether 5 landmarks (left eye, right eye, nose, left and right mouth corner; upright image)
+    lie in face order: eyes above the nose above the mouth. The detector keeps that layout on real
+    faces, dim or turned; it scrambles it on things that are not faces (hands) and interpolation
+    across a flip can break it. A direction read from scrambled points means nothing."""
+    eyes, nose, mouth = (landmarks[0, 1] + landmarks[1, 1]) / 2, landmarks[2, 1], (landmarks[3, 1] + landmarks[4, 1]) / 2
+    return bool(eyes < nose < mouth)
+
+
 @dataclass(frozen=True)
 class FrameDetections:
     """Faces found in one analyzed frame; an empty one means 'analyzed, no face'."""
