@@ -107,16 +107,16 @@ ALIGN_SEARCH = 2  # frames either side of the time-predicted frame tried by cont
 NOT_FACES_FILE = Path(__file__).resolve().parent / "not_faces.json"
 
 
-def load_not_faces(clip: Path, path: Path = NOT_FACES_FILE) -> dict[int, list[list[float]]]:
-    """Reviewed non-face boxes of ``clip`` by frame; none when the file or the clip's entry is
+def load_not_faces(name: str, sha256: str, path: Path = NOT_FACES_FILE) -> dict[int, list[list[float]]]:
+    """Reviewed non-face boxes of clip ``name`` by frame; none when the file or the clip's entry is
     missing, or when the entry was made for another file of that name (sha256 differs)."""
     if not path.is_file():
         return {}
-    entry = json.loads(path.read_text()).get(clip.name)
+    entry = json.loads(path.read_text()).get(name)
     if not entry:
         return {}
-    if entry["sha256"] != file_key(clip)["sha256"]:
-        log(f"{clip.name}: {path.name} was reviewed on another file of this name; not used")
+    if entry["sha256"] != sha256:
+        log(f"{name}: {path.name} was reviewed on another file of this name; not used")
         return {}
     out: dict[int, list[list[float]]] = {}
     for item in entry["boxes"]:
@@ -167,6 +167,7 @@ class Reference:
     seconds: float  # time the reference pass took when it was computed
     cached: bool = False
     tracks: list[np.ndarray] = field(default_factory=list)  # per frame, a face id per box
+    sha256: str = ""  # of the clip file (load_reference sets it; not_faces.json entries are keyed by it)
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -176,9 +177,10 @@ class Reference:
     def face_frames(self) -> int:
         return sum(len(b) for b in self.boxes)
 
-    def without(self, not_faces: dict[int, list[list[float]]]) -> tuple[Reference, int]:
-        """This reference minus the boxes a person reviewed as not faces (``NOT_FACES``), and how many
-        were removed. A box is removed when it overlaps a reviewed box of its frame (IoU >= 0.5)."""
+    def reviewed(self) -> tuple[Reference, int]:
+        """This reference minus the boxes a person reviewed as not faces (``NOT_FACES_FILE``), and
+        how many were removed. A box is removed when it overlaps a reviewed box of its frame (IoU >= 0.5)."""
+        not_faces = load_not_faces(self.clip, self.sha256)
         boxes, tracks, removed = [], [], 0
         for i, (b, t) in enumerate(zip(self.boxes, self.tracks, strict=True)):
             drop = np.zeros(len(b), bool)
@@ -302,11 +304,13 @@ def load_reference(clip: Path, threads: int = 2, refresh: bool = False) -> Refer
                 boxes = [np.asarray(f, np.float32).reshape(-1, 6) for f in data["boxes"]]
                 ref = Reference(data["clip"], data["width"], data["height"], boxes, float(data["seconds"]), cached=True)
                 ref.tracks = link_faces(ref.boxes)
+                ref.sha256 = key["sha256"]
                 return ref
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable cache: recompute
     ref = reference_pass(clip, threads)
     ref.tracks = link_faces(ref.boxes)
+    ref.sha256 = key["sha256"]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     payload = {
         "clip": ref.clip,
@@ -413,13 +417,9 @@ class Score:
         }
 
 
-def score_masks(ref: Reference, masks: Iterable[tuple[int, np.ndarray | None]]) -> Score:
-    """Score per-frame covered masks (bool, frame-sized; None = frame not produced) against the reference."""
-    return score_all([ref], masks)[0]
-
-
 def score_all(refs: Sequence[Reference], masks: Iterable[tuple[int, np.ndarray | None]]) -> list[Score]:
-    """Score the same masks against several references of one clip (raw and reviewed) in one pass:
+    """Score per-frame covered masks (bool, frame-sized; None = frame not produced) against several
+    references of one clip (raw and reviewed) in one pass:
     the masks are costly (deface's needs two videos decoded), so they are made once.
 
     One rule for every system, so our numbers and deface's are comparable: a face is leaked when
@@ -509,7 +509,7 @@ def measure_leaks(clip_path: str | os.PathLike[str], plan: Plan, threads: int = 
     ref = load_reference(clip, threads)
     if plan.frame_count != len(ref.boxes):
         raise ValueError(f"{clip.name}: plan covers {plan.frame_count} frames, the reference {len(ref.boxes)}")
-    reviewed, removed = ref.without(load_not_faces(clip))
+    reviewed, removed = ref.reviewed()
     raw, rev = score_all([ref, reviewed], our_masks(plan, ref))
     return {"clip": clip.name, "frames": len(ref.boxes), **raw.summary(), "not_faces": removed, "reviewed": rev.summary()}
 
@@ -883,7 +883,7 @@ def measure_clip(clip: Path, args: argparse.Namespace) -> dict[str, Any]:
     if plan.frame_count != len(ref.boxes):
         log(f"{clip.name}: WARNING plan covers {plan.frame_count} frames, the reference {len(ref.boxes)}")
     rcfg = RenderConfig()
-    reviewed, removed = ref.without(load_not_faces(clip))
+    reviewed, removed = ref.reviewed()
     row["not_faces"] = removed
     row["reviewed_ref_face_frames"] = reviewed.face_frames
     ours, ours_rev = score_all([ref, reviewed], our_masks(plan, ref, rcfg))
