@@ -108,8 +108,6 @@ cloak_file = os.environ.get("DEID_EDIT_CLOAK_MODEL") or "models/cloak.onnx"  # a
 modes = ["blur"] + (["cloak"] if Path(cloak_file).is_file() and "cloak" in ANONYMIZERS else [])
 compare_max = int(os.environ.get("COMPARE_FRAMES", "400"))  # CPU reference plan only for clips this short
 
-
-
 acfg = AnalyzeConfig.from_options(device=device, backend=backend)
 rows, provider = [], "?"
 with tempfile.TemporaryDirectory() as tmp:
