@@ -108,12 +108,20 @@ class TrackConfig:
     smooth_sigma: float = 2.0  # frames; Gaussian weight of the bidirectional smoother
     gap_margin: float = 0.04  # extra relative padding per frame away from an observation
     max_margin: float = 0.5
+    # where a track ends, a face is often still there (smooth.plan_ends): seconds that a lost face
+    # stays covered up to the cut, until the next track at its place picks it up, or while its
+    # motion-predicted box is still inside the frame
+    hold_cut: float = 0.5
+    bridge: float = 1.0
+    hold_edge: float = 1.0
 
     def __post_init__(self) -> None:
         _check(0.0 < self.iou_match < 1.0, "--iou-match", self.iou_match, "a number in 0..1")
         _check(self.max_gap >= 0, "--max-gap", self.max_gap, "0 or more frames")
         _check(self.extend >= 0, "--extend", self.extend, "0 or more frames")
         _check(self.weak_hits >= 0, "--weak-hits", self.weak_hits, "0 (off) or more detections")
+        for name in ("hold_cut", "bridge", "hold_edge"):
+            _check(0.0 <= getattr(self, name) <= 10.0, name, getattr(self, name), "seconds in 0..10")
         _check(0.0 < self.weak_factor <= self.continue_factor <= 1.0, "weak_factor", self.weak_factor, "a factor in 0..continue_factor")
 
     @property

@@ -48,7 +48,7 @@ from .render import get_anonymizer
 from .render.planes import apply_yuv420
 from .render.shapes import to_coded
 from .shots import ShotDetector, load_cut_list
-from .smooth import complete_tracks
+from .smooth import Scene, complete_tracks
 from .track import RawTrack, track_video
 from .types import Frame, FrameDetections, Shot, Track
 
@@ -226,7 +226,7 @@ def analyze(
     else:
         shot_list = shots.finish(n)
     raw = track_detections(detections, shot_list, cfg)
-    tracks = complete_tracks(raw, shot_list, cfg.track)
+    tracks = complete_tracks(raw, shot_list, cfg.track, Scene(info.width, info.height, float(info.avg_rate)))
     if sampler is not None:
         raw_by_id = {r.track_id: r for r in raw}
         tracks = [with_descriptor(t, sampler, raw_by_id[t.track_id]) for t in tracks]

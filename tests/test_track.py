@@ -6,7 +6,7 @@ import numpy as np
 
 from deid_edit.config import TrackConfig
 from deid_edit.shots import shots_from_cuts
-from deid_edit.smooth import complete_tracks
+from deid_edit.smooth import Scene, complete_tracks
 from deid_edit.track import track_video
 from deid_edit.types import FrameDetections
 
@@ -51,12 +51,70 @@ def test_extension_clipped_to_shot_and_no_crossing_cuts():
 
 
 def test_extension_before_and_after():
-    faces = {f: v for f, v in moving(40, 10, 1).items() if 10 <= f < 30}
-    shots = shots_from_cuts([], 40)
+    faces = {f: v for f, v in moving(100, 10, 1).items() if 40 <= f < 60}
+    shots = shots_from_cuts([], 100)
     cfg = TrackConfig(extend=4)
-    (t,) = complete_tracks(track_video(dets(40, faces), shots, cfg, 0.5), shots, cfg)
-    assert t.start == 6 and t.end == 34
+    (t,) = complete_tracks(track_video(dets(100, faces), shots, cfg, 0.5), shots, cfg, SCENE)
+    assert t.start == 36 and t.end == 64
     assert not t.observed[:4].any() and t.margin[0] > 0
+
+
+SCENE = Scene(width=640, height=360, rate=25.0)
+
+
+def test_face_lost_near_a_cut_stays_covered_up_to_it():
+    """hamilton frame 81: the detector loses a head swinging into the cut 5 frames early."""
+    faces = {f: v for f, v in moving(100, 100, 4).items() if 20 <= f < 45}  # the cut is at 50
+    faces.update({f: [(300, 50, 360, 130, 0.9)] for f in range(56, 100)})  # starts 6 frames after it
+    shots = shots_from_cuts([50], 100)
+    cfg = TrackConfig(extend=2)
+    a, b = complete_tracks(track_video(dets(100, faces), shots, cfg, 0.5), shots, cfg, SCENE)
+    assert a.end == 50, "held up to the cut"
+    assert b.start == 50, "taken back to the cut"
+    # the held boxes keep moving with the face (then stop) and grow with the distance
+    centre = (a.boxes[:, 0] + a.boxes[:, 2]) / 2
+    assert centre[-1] > centre[a.frames.tolist().index(44)] + 10
+    assert a.boxes[-1, 2] >= 100 + 4 * 49 + 60 - 1, "the face's predicted place at the cut is inside the box"
+    assert a.margin[-1] > a.margin[-3] > 0
+    # far from a cut, the plain extension
+    alone = {f: [(300, 50, 360, 130, 0.9)] for f in range(70, 80)}
+    far = complete_tracks(track_video(dets(100, alone), shots, cfg, 0.5), shots, cfg, SCENE)
+    assert far[0].start == 68 and far[0].end == 82
+
+
+def test_a_gap_between_two_tracks_at_one_place_is_covered():
+    """hamilton frames 57-62: a profile at the edge is lost for 14 frames and found again nearby."""
+    faces = {f: [(500 + f, 40, 600 + f, 200, 0.9)] for f in range(10, 40)}
+    faces.update({f: [(520 + f, 60, 618 + f, 230, 0.9)] for f in range(54, 90)})  # another track later
+    faces.update({f: [(20, 40, 80, 120, 0.9)] for f in range(10, 20)})  # someone far away, ending early
+    shots = shots_from_cuts([], 120)
+    cfg = TrackConfig(extend=2, max_gap=5)
+    tracks = complete_tracks(track_video(dets(120, faces), shots, cfg, 0.5), shots, cfg, Scene(1280, 720, 25.0))
+    first = next(t for t in tracks if t.start <= 10 and t.boxes[0, 0] > 400)
+    assert first.end == 54, "carried over the gap to where the next track starts"
+    gap = first.frames >= 40
+    assert not first.observed[gap].any()
+    # interpolated between the two ends, and surer near them than in the middle of the gap
+    mid = first.frames.tolist().index(47)
+    assert 540 < first.boxes[mid, 0] + 0.0 < 575
+    assert first.margin[mid] > first.margin[first.frames.tolist().index(41)]
+    far = next(t for t in tracks if t.boxes[0, 0] < 100)
+    assert far.end == 22, "a track that nothing picks up nearby gets the plain extension"
+
+
+def test_a_head_leaving_the_frame_stays_covered_while_in_the_picture():
+    """The detector drops a face half out of the picture; the mask follows it until it is gone."""
+    faces = {f: [(400 + 10 * f, 100, 480 + 10 * f, 200, 0.9)] for f in range(0, 20)}  # at 20 its box reaches 680
+    shots = shots_from_cuts([], 100)
+    cfg = TrackConfig(extend=2)
+    (t,) = complete_tracks(track_video(dets(100, faces), shots, cfg, 0.5), shots, cfg, SCENE)
+    assert t.end == 24, "followed until the face (x1 = 400 + 10 f) has left the 640-px picture"
+    for f in range(20, 24):  # each predicted box holds the face's true place
+        assert t.boxes[f, 0] <= 400 + 10 * f and t.boxes[f, 2] >= 480 + 10 * f
+    # entering from the left: covered back to where it came in
+    enter = {f: [(-60 + 8 * (f - 50), 100, 20 + 8 * (f - 50), 200, 0.9)] for f in range(58, 80)}
+    (e,) = complete_tracks(track_video(dets(100, enter), shots, cfg, 0.5), shots, cfg, SCENE)
+    assert e.start < 56 and e.boxes[0, 2] > 0
 
 
 def test_low_score_detections_continue_but_do_not_start_tracks():
