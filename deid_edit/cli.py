@@ -116,6 +116,11 @@ def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--mode", type=click.Choice(sorted(ANONYMIZERS)), help="Anonymizer (default blur)."),
         click.option("--shape", type=click.Choice(["ellipse", "box"]), help="Region shape (default ellipse)."),
+        click.option(
+            "--region",
+            type=click.Choice(["head", "face"]),
+            help="Cover the whole head, hair and ears included (default; face for --mode cloak), or the face only.",
+        ),
         click.option("--padding", type=float, help="Extra margin around each face, fraction of its size (default 0.25)."),
         click.option("--feather", type=float, help="Soft edge width outside the covered area, fraction (default 0.15)."),
         click.option("--color", callback=_color, help="Solid mode colour: R,G,B, #rrggbb or a name."),

@@ -167,6 +167,15 @@ class RenderConfig:
     strength: float = 1.0  # blur: multiplier of the face-relative radius
     device: str = "auto"  # cloak: generator and recognizer device
     backend: str = "auto"  # cloak: inference engine (deid_edit.backend)
+    region: str | None = None  # face or head; None: head for the modes that hide faces, face for the cloak
+
+    @property
+    def reach(self) -> str:
+        """What a region covers: the whole head (hair and ears identify people too) unless asked
+        otherwise; the cloak replaces a face, so it keeps to the face."""
+        if self.region is not None:
+            return self.region
+        return "face" if self.mode == "cloak" else "head"
 
     def __post_init__(self) -> None:
         from .render import ANONYMIZERS  # local: render imports config
@@ -177,6 +186,7 @@ class RenderConfig:
         _check(0.0 <= self.feather <= 1.0, "--feather", self.feather, "a number in 0..1")
         _check(len(self.color) == 3 and all(0 <= c <= 255 for c in self.color), "--color", self.color, "R,G,B in 0..255")
         _check(2 <= self.blocks <= 64, "--blocks", self.blocks, "2..64")
+        _check(self.region in (None, "face", "head"), "--region", self.region, "face or head")
         _check(0.5 <= self.strength <= 4.0, "--strength", self.strength, "0.5..4")
         _check_device_backend(self.device, self.backend)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import RenderConfig
 from ..types import FaceRegion
-from .shapes import RegionMask, blend, region_mask
+from .shapes import RegionMask, blend, mask_for
 
 BLUR_SAMPLES_ACROSS_FACE = 6.0
 BLUR_NOISE = 12.0
@@ -22,7 +22,7 @@ BLUR_NOISE = 12.0
 
 def _masks(image: np.ndarray, regions: Sequence[FaceRegion], cfg: RenderConfig) -> Iterator[tuple[FaceRegion, RegionMask]]:
     for region in regions:
-        mask = region_mask(region, image.shape[:2], cfg.shape, cfg.padding, cfg.feather)
+        mask = mask_for(region, image.shape[:2], cfg)
         if mask is not None:
             yield region, mask
 

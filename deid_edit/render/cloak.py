@@ -66,7 +66,7 @@ from ..errors import ModelError
 from ..generator import CROP_SIZE
 from ..types import FaceRegion
 from .classic import Blur
-from .shapes import RegionMask, region_mask
+from .shapes import RegionMask, mask_for
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class Cloak:
         blur: list[FaceRegion] = []
         faces: list[tuple[FaceRegion, RegionMask, np.ndarray]] = []
         for r in regions:
-            rmask = region_mask(r, image.shape[:2], cfg.shape, cfg.padding, cfg.feather)
+            rmask = mask_for(r, image.shape[:2], cfg)
             if rmask is None:
                 continue
             self.stats.faces += 1

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import RenderConfig
 from ..types import FaceRegion
-from .shapes import region_mask
+from .shapes import mask_for
 
 SUPPORTED = {"yuv420p", "yuvj420p"}
 
@@ -53,7 +53,7 @@ def apply_yuv420(frame: av.VideoFrame, regions: Sequence[FaceRegion], anonymizer
         return False
     rects = []
     for r in regions:
-        m = region_mask(r, (h, w), cfg.shape, cfg.padding, cfg.feather)
+        m = mask_for(r, (h, w), cfg)
         if m is not None:  # even-aligned so chroma samples map 1:1
             rects.append([m.x0 & ~1, m.y0 & ~1, min(w, (m.x1 + 1) & ~1), min(h, (m.y1 + 1) & ~1)])
     if not rects:
@@ -69,7 +69,7 @@ def apply_yuv420(frame: av.VideoFrame, regions: Sequence[FaceRegion], anonymizer
         local = [replace(r, box=r.box - np.tile(shift, 2), landmarks=None if r.landmarks is None else r.landmarks - shift) for r in regions]
         touched = np.zeros((rh, rw), bool)
         for r in local:
-            m = region_mask(r, (rh, rw), cfg.shape, cfg.padding, cfg.feather)
+            m = mask_for(r, (rh, rw), cfg)
             if m is not None:
                 touched[m.slices] |= m.alpha > 0
         if not touched.any():

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..types import FaceRegion
+
+if TYPE_CHECKING:
+    from ..config import RenderConfig
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,28 @@ def padded_box(box: np.ndarray, padding: float) -> np.ndarray:
     return np.array([x1 - pw, y1 - ph, x2 + pw, y2 + ph], np.float32)
 
 
-def region_mask(region: FaceRegion, frame_hw: tuple[int, int], shape: str, padding: float, feather: float) -> RegionMask | None:
-    """The mask of ``region`` clipped to the frame, or None when it lies outside the frame."""
+# --region head: hair and ears identify people too. The face region (the plan's box: brows or
+# forehead to chin, grown upward and towards the back of a turned head) is widened on both sides for
+# the ears and raised for the crown.
+HEAD_SIDE = 0.15  # of the region's width, each side
+HEAD_TOP = 0.2  # of its height
+REACHES = ("face", "head")
+
+
+def head_box(box: np.ndarray) -> np.ndarray:
+    """The head around a face region box (xyxy): wider by ``HEAD_SIDE`` each side, taller by ``HEAD_TOP`` upward."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    return np.array([x1 - HEAD_SIDE * w, y1 - HEAD_TOP * h, x2 + HEAD_SIDE * w, y2], np.float32)
+
+
+def region_mask(
+    region: FaceRegion, frame_hw: tuple[int, int], shape: str, padding: float, feather: float, reach: str = "face"
+) -> RegionMask | None:
+    """The mask of ``region`` clipped to the frame, or None when it lies outside the frame.
+    ``reach`` "head" covers the whole head (``head_box``), "face" the face region itself."""
     h, w = frame_hw
-    box = padded_box(region.box, padding + region.margin)
+    box = padded_box(head_box(region.box) if reach == "head" else region.box, padding + region.margin)
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     a, b = max((box[2] - box[0]) / 2, 0.5), max((box[3] - box[1]) / 2, 0.5)
     f = max(feather, 1e-3)
@@ -60,6 +82,11 @@ def region_mask(region: FaceRegion, frame_hw: tuple[int, int], shape: str, paddi
     alpha = np.clip((1.0 + f - r) / f, 0.0, 1.0).astype(np.float32)
     fx1, fy1, fx2, fy2 = region.box
     return RegionMask(y0, y1, x0, x1, alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
+
+
+def mask_for(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> RegionMask | None:
+    """``region_mask`` with the shape, padding, feather and reach of a render configuration."""
+    return region_mask(region, frame_hw, cfg.shape, cfg.padding, cfg.feather, cfg.reach)
 
 
 def blend(image: np.ndarray, mask: RegionMask, effect: np.ndarray) -> None:
