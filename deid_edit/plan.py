@@ -86,6 +86,13 @@ def profile_growth(landmarks: np.ndarray | None) -> tuple[float, float]:
 EDGE_TOUCH = 2.0
 EDGE_EXTEND = 0.4
 SCHEMA_FAMILY = "deid_edit.Plan"
+# A cut is not always one clean frame: a dissolve blends both shots for a frame or more, and the
+# shot detector places the cut at one of its frames, so the last face of the shot before shows as a
+# ghost in the first frame after (plasticbubble_4people frames 64, 183, 623). Regions that reach a
+# cut are carried this many frames across it, both ways, with this much extra margin. Tracks
+# themselves stay inside their shot (identities rely on that).
+CUT_CARRY = 1
+CARRY_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -102,12 +109,25 @@ class Plan:
     _by_frame: dict[int, list[tuple[int, int]]] = field(init=False, repr=False, compare=False)
     _identity_of: dict[int, Identity] = field(init=False, repr=False, compare=False)
     _weak: set[int] = field(init=False, repr=False, compare=False)  # weak tracks: never above the detect threshold
+    _carried: dict[int, list[tuple[int, int]]] = field(init=False, repr=False, compare=False)  # CUT_CARRY
 
     def __post_init__(self) -> None:
         by_frame: dict[int, list[tuple[int, int]]] = {}
         for ti, t in enumerate(self.tracks):
             for j, f in enumerate(t.frames.tolist()):
                 by_frame.setdefault(f, []).append((ti, j))
+        carried: dict[int, list[tuple[int, int]]] = {}
+        for shot in self.shots[1:]:
+            cut = shot.start
+            for ti, j in by_frame.get(cut - 1, ()):
+                if j == len(self.tracks[ti].frames) - 1:  # the track reaches the cut from before
+                    for k in range(CUT_CARRY):
+                        carried.setdefault(cut + k, []).append((ti, j))
+            for ti, j in by_frame.get(cut, ()):
+                if j == 0:  # the track starts at the cut
+                    for k in range(CUT_CARRY):
+                        carried.setdefault(cut - 1 - k, []).append((ti, j))
+        object.__setattr__(self, "_carried", carried)
         identity_of = {tid: ident for ident in self.identities for tid in ident.track_ids}
         sure = float(self.config.get("detect", {}).get("threshold", 0.0))
         weak = {t.track_id for t in self.tracks if t.observed.any() and float(t.scores[t.observed].max()) < sure}
@@ -127,9 +147,11 @@ class Plan:
         return track_id in self._weak
 
     def regions_at(self, frame_index: int, include_kept: bool = False) -> list[FaceRegion]:
-        """Regions to render in ``frame_index``; tracks without an identity are anonymized."""
+        """Regions to render in ``frame_index``; tracks without an identity are anonymized. Regions
+        that reach a cut are carried across it (``CUT_CARRY``), unobserved and with more margin."""
         out = []
-        for ti, j in self._by_frame.get(frame_index, ()):
+        own = [(ti, j, False) for ti, j in self._by_frame.get(frame_index, ())]
+        for ti, j, carried in own + [(ti, j, True) for ti, j in self._carried.get(frame_index, ())]:
             t = self.tracks[ti]
             ident = self._identity_of.get(t.track_id)
             if ident is not None and ident.action == "keep" and not include_kept:
@@ -140,9 +162,9 @@ class Plan:
                     track_id=t.track_id,
                     box=self._region_box(t.boxes[j], None if t.landmarks is None else t.landmarks[j]),
                     landmarks=None if t.landmarks is None else t.landmarks[j],
-                    observed=bool(t.observed[j]),
+                    observed=bool(t.observed[j]) and not carried,
                     score=float(t.scores[j]),
-                    margin=float(t.margin[j]) if len(t.margin) else 0.0,
+                    margin=(float(t.margin[j]) if len(t.margin) else 0.0) + (CARRY_MARGIN if carried else 0.0),
                     weak=t.track_id in self._weak,
                 )
             )

@@ -123,10 +123,17 @@ def moved(box: np.ndarray, velocity: np.ndarray, frames: int) -> np.ndarray:
     return (box + velocity * min(frames, MOTION_FRAMES)).astype(np.float32)
 
 
+HEAD_REACH = 0.5  # a head reaches this many box sizes beyond a detector's face box (ear, hair, back of the head)
+
+
 def frames_in_picture(box: np.ndarray, velocity: np.ndarray, scene: Scene, limit: int) -> int:
-    """How many frames (up to ``limit``) a box moving at ``velocity`` stays at least partly inside."""
+    """How many frames (up to ``limit``) the head around a face box moving at ``velocity`` stays at
+    least partly inside the picture (the detector's box leaves first: it hugs the features, and
+    the ear or the back of a head in profile trails behind it)."""
+    w, h = float(box[2] - box[0]), float(box[3] - box[1])
+    reach = np.array([-w, -h, w, h], np.float32) * HEAD_REACH
     n = 0
-    while n < limit and in_frame(moved(box, velocity, n + 1), scene):
+    while n < limit and in_frame(moved(box, velocity, n + 1) + reach, scene):
         n += 1
     return n
 

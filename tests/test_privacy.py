@@ -13,7 +13,7 @@ from conftest import footage
 from deid_edit import analyze, render
 from deid_edit.config import AnalyzeConfig, DetectConfig, IdentityConfig, RenderConfig
 from deid_edit.detect import create_detector
-from deid_edit.render.shapes import region_mask
+from deid_edit.render.shapes import mask_for
 from deid_edit.types import FrameDetections
 
 
@@ -33,7 +33,7 @@ class DroppingDetector:
 def coverage(plan, frame_index: int, hw: tuple[int, int], cfg: RenderConfig) -> np.ndarray:
     covered = np.zeros(hw, bool)
     for r in plan.regions_at(frame_index):
-        m = region_mask(r, hw, cfg.shape, cfg.padding, cfg.feather)
+        m = mask_for(r, hw, cfg)
         if m is not None:
             covered[m.slices] |= m.alpha >= 0.999
     return covered
@@ -170,3 +170,85 @@ def test_leaks_against_the_independent_reference(clip, ref_min, max_raw, max_rev
     assert rev["leaked"] <= max_reviewed and rev["longest_run"] <= 2 and rev["big_leaked"] == 0, rev
     assert r["leaked"] <= max_raw, r
     assert r["false_mask_pct"] <= max_false_pct, r
+
+
+# -- heads that leave the picture, and the last frames before a cut -----------------------------
+CAMERA_CROP = (100, 40, 340, 280)  # scikit-image's camera.png: a man in three-quarter profile at a camera
+CAMERA_FACE = (178, 105, 258, 200)  # his visible face in the photo (ear to nose tip, hairline to chin), set by eye
+
+
+def _camera_head() -> np.ndarray:
+    from deid_edit.sample import _Photo, load_photo, photo_path
+
+    photo = load_photo(photo_path(_Photo("skimage", "data/camera.png", CAMERA_CROP, CAMERA_FACE)))
+    x1, y1, x2, y2 = CAMERA_CROP
+    return photo[y1:y2, x1:x2]
+
+
+def profile_clip(path: Path) -> tuple[list[list[np.ndarray]], int, int]:
+    """A 640x360 clip, 25 fps: shot 1 (frames 0-29) a man in profile walks out of the picture to
+    the right (his face fully gone at frame 19); shot 2 (30-49) the same man standing still; shot 3
+    (50-59) an empty background. Returns the per-frame face boxes and the two cuts."""
+    from deid_edit.sample import _background
+
+    head = _camera_head()
+    hh, hw = head.shape[:2]
+    fx1, fy1, fx2, fy2 = (
+        CAMERA_FACE[0] - CAMERA_CROP[0],
+        CAMERA_FACE[1] - CAMERA_CROP[1],
+        CAMERA_FACE[2] - CAMERA_CROP[0],
+        CAMERA_FACE[3] - CAMERA_CROP[1],
+    )
+    rng = np.random.default_rng(3)
+    grounds = [
+        _background(640, 360, cols, rng)
+        for cols in (
+            ((90, 60, 40), (200, 150, 90), (60, 90, 140)),
+            ((30, 60, 90), (120, 170, 200), (200, 120, 60)),
+            ((60, 80, 60), (150, 190, 140), (90, 60, 120)),
+        )
+    ]
+    faces: list[list[np.ndarray]] = []
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"crf": "12", "threads": "2"})
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for f in range(60):
+            shot = 0 if f < 30 else 1 if f < 50 else 2
+            img = grounds[shot].copy()
+            boxes = []
+            if shot < 2:
+                x0 = 300 + 14 * f if shot == 0 else 200
+                y0 = 60
+                xa, xb = max(0, x0), min(640, x0 + hw)
+                if xb > xa:
+                    img[y0 : y0 + hh, xa:xb] = head[:, xa - x0 : xb - x0]
+                box = np.array([x0 + fx1, y0 + fy1, min(640, x0 + fx2), y0 + fy2], np.float32)
+                if box[2] > box[0]:
+                    boxes.append(box)
+            faces.append(boxes)
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return faces, 30, 50
+
+
+def test_a_profile_leaving_the_picture_and_a_face_lost_before_a_cut_stay_covered(tmp_path):
+    """hamilton frames 57-62 and 81, generated: the detector loses a profile once the frame edge cuts
+    it, and loses a face on the last three frames before a cut (dropped on purpose). Every pixel of
+    the face that is still in the picture stays covered, in every frame, by the face region (the
+    default head region)."""
+    path = tmp_path / "profile.mp4"
+    faces, cut1, cut2 = profile_clip(path)
+    edge = {f for f, boxes in enumerate(faces) if f < cut1 and boxes and boxes[0][2] >= 640 - 4}
+    drop = edge | {cut2 - 3, cut2 - 2, cut2 - 1}
+    plan = analyze(path, AnalyzeConfig(identity=IdentityConfig(enabled=False)), detector=DroppingDetector(drop))
+    assert [s.start for s in plan.shots[1:]] == [cut1, cut2]
+    assert any(r.observed for r in plan.regions_at(3)), "the profile is found while it is in the picture"
+    hw = (360, 640)
+    for f, boxes in enumerate(faces):
+        cov = coverage(plan, f, hw, RenderConfig())
+        for box in boxes:
+            missed = int((face_pixels(box, hw) & ~cov).sum())
+            assert missed == 0, f"frame {f}: {missed} face pixels uncovered"
+    assert not any(plan.regions_at(f) for f in range(cut2 + 1, 60)), "nothing is held into the empty shot (beyond the cut's one frame)"
