@@ -59,12 +59,14 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
-from .config import DetectConfig
+from .config import AnalyzeConfig, DetectConfig, IdentityConfig
+from .coverage import KEPT_DETAIL, HeadCheck, PairCheck, UncoveredHead
 from .detect import FaceDetector, create_detector
 from .embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, align_faces, chip_transform, distance, warp_chip
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, InputError, ModelError
 from .faces import clock
 from .io.decode import VideoReader
+from .pipeline import analyze
 from .plan import Plan, frac_str
 from .track import greedy_match, iou_matrix
 
@@ -121,11 +123,26 @@ class AuditReport:
     time_offset: Fraction = Fraction(0)  # anonymized time - original time used for pairing
     match: str = "time"  # how frames were paired: "time", "start" (relative to first frames) or "index"
     with_plan: bool = False  # identity ids are the plan's (else the audit's own face tracks)
+    heads_checked: int = 0  # head samples of the audit's own plan whose face area was compared pixel by pixel
+    heads_flat: int = 0  # head samples too flat (dark, featureless) to show a change
+    heads_uncovered: tuple[UncoveredHead, ...] = ()  # heads the copy leaves (mostly) unchanged
+    sheet: str | None = None  # PNG of the uncovered heads, original beside copy
 
     @property
     def ok(self) -> bool:
-        """True when no face leaked and every detected face could be checked."""
-        return not self.leaks and self.faces_unchecked == 0
+        """True when no face leaked, no head was left uncovered and every detected face could be
+        checked. Heads found only at low detector scores ("maybe no face") are listed for a person
+        to look at but do not fail the audit on their own."""
+        return not self.leaks and self.faces_unchecked == 0 and not self.sure_uncovered
+
+    @property
+    def sure_uncovered(self) -> tuple[UncoveredHead, ...]:
+        return tuple(h for h in self.heads_uncovered if not h.weak)
+
+    @property
+    def nothing_checked(self) -> bool:
+        """No face was compared by the recognizer and no head by its pixels: an OK would mean nothing."""
+        return self.face_frames == 0 and self.heads_checked == 0
 
     @property
     def leak_fraction(self) -> float:
@@ -159,6 +176,21 @@ class AuditReport:
             "faces_borderline": self.faces_borderline,
             "min_distance": None if self.min_distance is None else round(self.min_distance, 4),
             "match": self.match,
+            "nothing_checked": self.nothing_checked,
+            "heads_checked": self.heads_checked,
+            "heads_flat": self.heads_flat,
+            "heads_uncovered": [
+                {
+                    "frame": h.frame_index,
+                    "seconds": round(float(h.time), 6),
+                    "timecode": timecode(h.time),
+                    "box": [round(v, 1) for v in h.box],
+                    "kept_detail": round(h.kept, 3),
+                    "maybe_no_face": h.weak,
+                }
+                for h in self.heads_uncovered
+            ],
+            "sheet": self.sheet,
             "identity_source": "plan" if self.with_plan else "track",
             "time_offset": frac_str(self.time_offset),
             "identities": [
@@ -190,10 +222,29 @@ class AuditReport:
     def summary(self) -> str:
         """Human text: verdict, counts, leaks per identity as timecode ranges, longest run."""
         lines = [f"Audit of {self.anonymized}", f"  against {self.original}"]
-        if self.ok:
-            lines.append("  OK: no anonymized face is recognisable as its original")
+        if self.nothing_checked and self.ok:
+            lines.append("  NOTHING CHECKED: no face of the original could be compared (none found, or all too small, flat or kept)")
+        elif self.ok:
+            lines.append("  OK: no anonymized face is recognisable as its original, and no head was left uncovered")
         else:
-            lines.append(f"  NOT OK: {len(self.leaks)} leaked face-frames, {self.faces_unchecked} unchecked (exit code {EXIT_LEAK})")
+            lines.append(
+                f"  NOT OK: {len(self.leaks)} leaked face-frames, {len(self.sure_uncovered)} uncovered heads, "
+                f"{self.faces_unchecked} unchecked (exit code {EXIT_LEAK})"
+            )
+        lines.append(
+            f"  {self.heads_checked} head-frames checked pixel by pixel (a head is uncovered when the copy keeps its facial "
+            f"detail, correlation >= {KEPT_DETAIL:g}){f'; {self.heads_flat} too flat to tell' if self.heads_flat else ''}"
+        )
+        if self.heads_uncovered:
+            weak = len(self.heads_uncovered) - len(self.sure_uncovered)
+            frames = sorted({h.frame_index for h in self.heads_uncovered})
+            shown = ", ".join(str(f) for f in frames[: SUMMARY_RANGES * 2]) + (" ..." if len(frames) > SUMMARY_RANGES * 2 else "")
+            lines.append(
+                f"  uncovered heads: {len(self.heads_uncovered)} head-frames"
+                + (f" ({weak} maybe no face)" if weak else "")
+                + f" in frames {shown}"
+                + (f"; look at them: {self.sheet}" if self.sheet else "")
+            )
         closest = "" if self.min_distance is None else f"; closest pair {self.min_distance:.3f}"
         lines.append(f"  {self.face_frames} face-frames compared (leak when L2 < {self.threshold:g}{closest})")
         frames = f"  {self.frames_compared} frames paired by {self.match}"
@@ -541,6 +592,9 @@ def audit(
     detect_threshold: float = DETECT_THRESHOLD,
     device: str = "auto",
     batch_size: int = 0,
+    heads: bool = True,
+    head_plan: Plan | None = None,
+    sheet: str | os.PathLike[str] | None = None,
 ) -> AuditReport:
     """Compare every face of ``original`` with the same place in ``anonymized``; see the module docstring.
 
@@ -550,6 +604,11 @@ def audit(
     recogniser. ``detector``/``embedder`` are reused when given (tests, batch audits).
     ``InputError``/``DecodeError`` of either video pass through; ``ConfigError`` for bad options;
     ``PlanError`` when ``plan`` was made for another video.
+
+    With ``heads`` (default) the original is also analyzed with the engine's head finding
+    (``head_plan`` reuses such a plan) and every head is checked for a change in the copy
+    (``coverage.HeadCheck``); the uncovered ones go to the PNG ``sheet`` when a path is given.
+    ``InputError`` when the two files are not an original and its copy (``coverage.PairCheck``).
     """
     if not 0.0 < threshold <= 4.0:
         raise ConfigError(f"--threshold {threshold!r} is not allowed: use an L2 distance in 0..4 (default {SAME_PERSON_L2})")
@@ -563,7 +622,13 @@ def audit(
     anon_reader = VideoReader(anonymized)
     if plan is not None:
         plan.check_video(orig_reader.info, source="plan")
+    check_sizes(orig_reader.info, anon_reader.info, str(original), str(anonymized))
     detector = detector or create_detector(DetectConfig(device=device))
+    if heads and head_plan is None:
+        cfg = AnalyzeConfig(detect=DetectConfig(device=device), identity=IdentityConfig(enabled=False))
+        head_plan = analyze(original, cfg, progress=progress, detector=detector)  # type: ignore[arg-type]
+    head_check = HeadCheck(head_plan, plan) if heads and head_plan is not None else None
+    pair_check = PairCheck(str(original), str(anonymized), detector)
     embedder = embedder or FaceEmbedder(device=device, recognizer="exact")  # the proof uses the verified build
     batch = batch_size or (2 if detector.provider == "CPUExecutionProvider" else 8)
     rate = orig_reader.info.avg_rate or Fraction(30)
@@ -580,6 +645,9 @@ def audit(
             offset = pair_offset
             compared += a is not None
             unmatched += a is None
+            pair_check.add(o.index, o.image, None if a is None else a.image)
+            if head_check is not None and a is not None:
+                head_check.check(o.index, o.time - (auditor.t0 if auditor.t0 is not None else o.time), o.image, a.image)
             if group and group[0][0].image.shape != o.image.shape:
                 auditor.process(group)  # resolution change mid-stream: detector batches must be uniform
                 done += len(group)
@@ -598,6 +666,8 @@ def audit(
     finally:
         orig_reader.close()
         anon_reader.close()
+    pair_check.verdict()
+    written = head_check.write_sheet(sheet) if head_check is not None and sheet is not None else None
     if progress:
         progress.update("audit", done, done)
     if offset:
@@ -620,4 +690,23 @@ def audit(
         time_offset=offset,
         match=match if match != "auto" else ("start" if offset else "time"),
         with_plan=plan is not None,
+        heads_checked=head_check.checked if head_check else 0,
+        heads_flat=head_check.flat if head_check else 0,
+        heads_uncovered=tuple(head_check.uncovered) if head_check else (),
+        sheet=None if written is None else str(written),
     )
+
+
+def check_sizes(orig: Any, anon: Any, original: str, anonymized: str) -> None:
+    """Refuse two files that cannot be an original and its copy: another shape or another length."""
+    ar_o, ar_a = orig.width / max(orig.height, 1), anon.width / max(anon.height, 1)
+    if abs(ar_o - ar_a) > 0.03 * ar_o:
+        raise InputError(
+            f"{anonymized}: {anon.width}x{anon.height} cannot be an anonymized copy of {original} ({orig.width}x{orig.height}); "
+            "give the original first, then its copy"
+        )
+    d_o, d_a = float(orig.duration), float(anon.duration)
+    if d_o > 0 and d_a > 0 and abs(d_o - d_a) > max(1.0, 0.1 * max(d_o, d_a)):
+        raise InputError(
+            f"{anonymized} lasts {d_a:.1f} s and {original} {d_o:.1f} s: not the same video; give the original first, then its copy"
+        )
