@@ -626,7 +626,7 @@ def audit(
     detector = detector or create_detector(DetectConfig(device=device))
     if heads and head_plan is None:
         cfg = AnalyzeConfig(detect=DetectConfig(device=device), identity=IdentityConfig(enabled=False))
-        head_plan = analyze(original, cfg, progress=progress, detector=detector)  # type: ignore[arg-type]
+        head_plan = analyze(original, cfg, progress=_Renamed(progress, "audit-heads"), detector=detector)
     head_check = HeadCheck(head_plan, plan) if heads and head_plan is not None else None
     pair_check = PairCheck(str(original), str(anonymized), detector)
     embedder = embedder or FaceEmbedder(device=device, recognizer="exact")  # the proof uses the verified build
@@ -695,6 +695,21 @@ def audit(
         heads_uncovered=tuple(head_check.uncovered) if head_check else (),
         sheet=None if written is None else str(written),
     )
+
+
+class _Renamed:
+    """Progress of the head analysis reported under its own stage name."""
+
+    def __init__(self, inner: ProgressLike | None, stage: str) -> None:
+        self.inner, self.stage = inner, stage
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if self.inner is not None:
+            self.inner.update(self.stage, done, total)
+
+    def event(self, stage: str, **fields: Any) -> None:
+        if self.inner is not None and hasattr(self.inner, "event"):
+            self.inner.event(self.stage, **fields)
 
 
 def check_sizes(orig: Any, anon: Any, original: str, anonymized: str) -> None:

@@ -418,12 +418,24 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), help="Plan of the render: faces of kept identities are not counted.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON here.")
 @click.option("--threshold", type=float, help="Descriptor distance under which a face still matches (default 0.6).")
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG of the heads the copy leaves uncovered, for a person to check (default ANONYMIZED.audit.png, only when there are any).",
+)
 @click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
 @verbosity_options
 def audit(
-    original: Path, anonymized: Path, plan_path: Path | None, json_out: Path | None, threshold: float | None, progress_kind: str
+    original: Path,
+    anonymized: Path,
+    plan_path: Path | None,
+    json_out: Path | None,
+    threshold: float | None,
+    sheet: Path | None,
+    progress_kind: str,
 ) -> None:
-    """Check that no face of ORIGINAL is still recognizable in ANONYMIZED (exit 3 if one is)."""
+    """Check that no face of ORIGINAL is still recognizable in ANONYMIZED and that no head was left
+    uncovered (exit 3 if one is). Refuses two files that are not an original and its copy."""
     import json
 
     from .audit import audit as run_audit
@@ -432,7 +444,8 @@ def audit(
     progress = make_progress(progress_kind)
     plan = load_plan(plan_path) if plan_path else None
     kwargs = {"threshold": threshold} if threshold is not None else {}
-    report = run_audit(original, anonymized, plan=plan, progress=progress, **kwargs)
+    sheet = sheet or anonymized.with_name(anonymized.name + ".audit.png")
+    report = run_audit(original, anonymized, plan=plan, progress=progress, sheet=sheet, **kwargs)
     if json_out:
         json_out.write_text(json.dumps(report.to_json(), indent=1))
     if progress_kind == "json":

@@ -146,7 +146,10 @@ def test_plan_keeps_are_not_counted_and_progress_is_reported(clip, plan, models)
     assert report.face_frames == 0 and report.faces_kept >= 38
     assert report.ok and report.with_plan
     assert progress.calls[-1] == ("audit", truth.frame_count, truth.frame_count)
-    assert [c[1] for c in progress.calls] == sorted(c[1] for c in progress.calls)
+    for stage in ("audit-heads", "audit"):  # the head analysis first, then the comparison
+        done = [c[1] for c in progress.calls if c[0] == stage]
+        assert done and done == sorted(done), stage
+    assert report.heads_checked == 0 and "NOTHING CHECKED" in report.summary(), "every face is kept: nothing to check"
 
 
 @pytest.mark.parametrize("mode", ["blur", "solid", "pixelate"])
@@ -276,6 +279,76 @@ def test_timecode_format():
 def test_missing_input_raises_input_error(clip, models, tmp_path):
     with pytest.raises(InputError):
         run_audit(clip[0], tmp_path / "nope.mp4", models)
+
+
+# -- heads the copy leaves uncovered, and files that do not belong together ---------------------------
+def test_uncovered_heads_are_listed_with_a_sheet(gap_report, clip, plan, models, work):
+    """The gap render leaves the face visible in frames 10-14: the pixel check lists exactly those
+    heads (no recognizer needed), fails the audit and draws them for a person to check."""
+    uncovered = sorted({h.frame_index for h in gap_report.heads_uncovered})
+    assert uncovered == list(GAP), uncovered
+    assert gap_report.heads_checked >= 30 and not gap_report.ok
+    src, _ = clip
+    out = work / "gap.mp4"
+    report = run_audit(src, out, models, plan=plan, sheet=work / "gap.audit.png")
+    sheet = cv2.imread(str(work / "gap.audit.png"))
+    assert report.sheet and sheet is not None and sheet.shape[0] >= 160, "one row of original/copy tiles at least"
+    assert "uncovered heads: 5 head-frames" in report.summary()
+
+
+def test_a_well_anonymized_copy_leaves_no_head_uncovered(clip, plan, models, work):
+    src, _ = clip
+    out = render(src, plan, work / "heads_blur.mp4", RenderConfig(mode="blur"))
+    report = run_audit(src, out, models, plan=plan, sheet=work / "none.png")
+    assert report.heads_checked >= 30 and report.heads_uncovered == () and report.ok
+    assert report.sheet is None and not (work / "none.png").exists(), "no sheet when there is nothing to look at"
+
+
+def test_refuses_another_video(clip, models, work):
+    from deid_edit.sample import make_sample_clip
+
+    other = work / "other.mp4"
+    make_sample_clip(other, width=640, height=360, frames=40, cut_frame=20, seed=7)
+    with pytest.raises(InputError, match="not an anonymized copy"):
+        run_audit(clip[0], other, models, heads=False)
+
+
+def test_refuses_swapped_arguments(clip, plan, models, work):
+    src, _ = clip
+    out = render(src, plan, work / "swap_solid.mp4", RenderConfig(mode="solid"))
+    with pytest.raises(InputError, match="swapped"):
+        run_audit(out, src, models, heads=False)
+
+
+def test_refuses_another_length_or_shape(clip, models, work):
+    from deid_edit.sample import make_sample_clip
+
+    short = work / "short.mp4"
+    make_sample_clip(short, width=640, height=360, frames=100, cut_frame=20)
+    with pytest.raises(InputError, match="not the same video"):
+        run_audit(clip[0], short, models, heads=False)
+    square = work / "square.mp4"
+    make_sample_clip(square, width=360, height=360, frames=40, cut_frame=20)
+    with pytest.raises(InputError, match="cannot be an anonymized copy"):
+        run_audit(clip[0], square, models, heads=False)
+
+
+def test_nothing_checked_is_not_ok_in_words(models, work):
+    """A clip without faces: no face compared, no head checked; the summary says so instead of OK."""
+    src = work / "empty.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            img = (rng.random((240, 320, 3)) * 60 + 80).astype(np.uint8)
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    report = run_audit(src, src, models)
+    assert report.nothing_checked and report.ok
+    assert "NOTHING CHECKED" in report.summary() and "OK: no" not in report.summary()
 
 
 # -- real footage ------------------------------------------------------------------------------------
