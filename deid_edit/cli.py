@@ -124,7 +124,7 @@ def render_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--padding", type=float, help="Extra margin around each face, fraction of its size (default 0.25)."),
         click.option("--feather", type=float, help="Soft edge width outside the covered area, fraction (default 0.15)."),
         click.option("--color", callback=_color, help="Solid mode colour: R,G,B, #rrggbb or a name."),
-        click.option("--blocks", type=int, help="Pixelate: blocks across the face (default 8)."),
+        click.option("--blocks", type=int, help="Pixelate: blocks across the face (default 8, at most 10: finer ones stay recognizable)."),
         click.option("--strength", type=float, help="Blur strength multiplier (default 1)."),
     ]
     return functools.reduce(lambda acc, o: o(acc), reversed(opts), f)

@@ -252,3 +252,22 @@ def test_a_profile_leaving_the_picture_and_a_face_lost_before_a_cut_stay_covered
             missed = int((face_pixels(box, hw) & ~cov).sum())
             assert missed == 0, f"frame {f}: {missed} face pixels uncovered"
     assert not any(plan.regions_at(f) for f in range(cut2 + 1, 60)), "nothing is held into the empty shot (beyond the cut's one frame)"
+
+
+@pytest.mark.media
+def test_hamilton_profile_at_the_edge_and_the_head_before_the_cut_are_covered():
+    """The hand-checked head set (benchmarks/heads/hamilton_stage.json, labelled by looking): a
+    bearded man's profile cut by the right edge (frames 57-62) and a performer's profile on the last
+    frame before the cut at 82 (frame 81) were left visible; every labelled head must be covered
+    (at least 90% of its visible face area) by the default render's mask."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import leaks
+
+    path = footage("hamilton_stage.mp4")
+    labels = leaks.headset.load_labels(path)["frames"]
+    assert all(labels[f] for f in (57, 58, 59, 60, 61, 62, 81)), "the set labels the heads of those frames"
+    r = leaks.measure_heads(path, analyze(path))
+    assert r["heads"] >= 700, r["heads"]
+    assert r["leaks"] == [], r["leaks"]
