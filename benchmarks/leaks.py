@@ -507,7 +507,7 @@ def our_masks(plan: Plan, ref: Reference, rcfg: RenderConfig | None = None) -> I
         yield i, our_mask(plan, i, ref.hw, rcfg)
 
 
-def measure_leaks(clip_path: str | os.PathLike[str], plan: Plan, threads: int = 2) -> dict[str, Any]:
+def measure_leaks(clip_path: str | os.PathLike[str], plan: Plan, threads: int = 2, rcfg: RenderConfig | None = None) -> dict[str, Any]:
     """Leak numbers of ``plan`` on ``clip_path`` (for tests): reference face-frames, leaked, longest run.
 
     Reads or creates the cached reference of the clip, so a test pays for the reference pass once.
@@ -519,7 +519,7 @@ def measure_leaks(clip_path: str | os.PathLike[str], plan: Plan, threads: int = 
     if plan.frame_count != len(ref.boxes):
         raise ValueError(f"{clip.name}: plan covers {plan.frame_count} frames, the reference {len(ref.boxes)}")
     reviewed, removed = ref.reviewed()
-    raw, rev = score_all([ref, reviewed], our_masks(plan, ref))
+    raw, rev = score_all([ref, reviewed], our_masks(plan, ref, rcfg))
     return {"clip": clip.name, "frames": len(ref.boxes), **raw.summary(), "not_faces": removed, "reviewed": rev.summary()}
 
 

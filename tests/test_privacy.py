@@ -140,13 +140,17 @@ def test_face_that_appears_on_a_coarse_frame_is_covered_from_its_first_frame(sam
     [
         # measured: raw 3 = the back of a passer-by's head going behind a sign (a reference false
         # positive, reviewed out) + 2 frames of a 14-px figure behind a shop window at the clip's end
-        # (under half --min-face: no weak track starts that small); false mask 3.1%. Before weak
-        # tracks: 7 leaks, 65 before regions reached the crown of faces looking down.
-        ("crowd_small_faces_1080p.mp4", 1000, 3, 2, 4.0),
+        # (under half --min-face: no weak track starts that small); false mask 6.75% with the
+        # default head region (3.57% with --region face: the reference's boxes are faces, so hair
+        # and ears count as false here). Before weak tracks: 7 leaks, 65 before regions reached
+        # the crown of faces looking down.
+        ("crowd_small_faces_1080p.mp4", 1000, 3, 2, 8.0),
         # the media test: the target on 954 face-frames allows 0. measured: raw 1 (the
-        # performer's fist, reviewed out), reviewed 0; false mask 8.9%. Before weak tracks: 7 with a
-        # run of 6 (a defocused face behind a guest that CenterFace scores 0.05-0.2 in every frame).
-        ("hamilton_stage.mp4", 900, 1, 0, 10.0),
+        # performer's fist, reviewed out), reviewed 0; false mask 16.6% with the head region and
+        # track ends held to cuts and out of the picture (10.5% with --region face, 8.9% before the
+        # holds). Before weak tracks: 7 with a run of 6 (a defocused face behind a guest that
+        # CenterFace scores 0.05-0.2 in every frame).
+        ("hamilton_stage.mp4", 900, 1, 0, 19.0),
     ],
 )
 def test_leaks_against_the_independent_reference(clip, ref_min, max_raw, max_reviewed, max_false_pct):
