@@ -127,8 +127,18 @@ class DescriptorSampler:
 # Tracklet stitching (see ``stitch_tracks``): how long a face may be lost inside a shot, and how far
 # (in face widths) it may have moved meanwhile, growing with the gap (camera pans, people moving).
 STITCH_MAX_GAP = 15
+# The gap is counted between the two tracks' detections less this slack: the constants were tuned
+# when every track ended 4 frames after its last detection (TrackConfig.extend), before track ends
+# could be held much further (smooth.plan_ends).
+STITCH_SLACK = 8
 STITCH_BASE_WIDTHS = 1.0
 STITCH_WIDTHS_PER_FRAME = 0.1
+
+
+def _seen(t: Track) -> np.ndarray:
+    """Indices of a track's detected samples (all of them if none is marked detected)."""
+    idx = np.flatnonzero(t.observed)
+    return idx if len(idx) else np.arange(len(t.frames))
 
 
 def stitch_tracks(tracks: Sequence[Track]) -> list[list[int]]:
@@ -150,16 +160,22 @@ def stitch_tracks(tracks: Sequence[Track]) -> list[list[int]]:
     for a, ta in enumerate(tracks):
         if ta.embedding is not None:
             continue
-        wa = float(ta.boxes[-1, 2] - ta.boxes[-1, 0])
-        ca = (ta.boxes[-1, :2] + ta.boxes[-1, 2:]) / 2
+        # from the last detection of one to the first of the other: held track ends
+        # (smooth.plan_ends) may reach far past a detection, into the next track
+        la = int(_seen(ta)[-1])
+        last_a, box_a = int(ta.frames[la]), ta.boxes[la]
+        wa = float(box_a[2] - box_a[0])
+        ca = (box_a[:2] + box_a[2:]) / 2
         for b, tb in enumerate(tracks):
-            gap = tb.start - ta.end
+            fb = int(_seen(tb)[0])
+            gap = max(0, int(tb.frames[fb]) - last_a - 1 - STITCH_SLACK) if int(tb.frames[fb]) > last_a else -1
             if tb.embedding is not None or tb.shot_index != ta.shot_index or not 0 <= gap <= STITCH_MAX_GAP:
                 continue
-            wb = float(tb.boxes[0, 2] - tb.boxes[0, 0])
+            box_b = tb.boxes[fb]
+            wb = float(box_b[2] - box_b[0])
             if min(wa, wb) <= 0 or max(wa, wb) / min(wa, wb) > 1.5:
                 continue
-            moved = float(np.linalg.norm((tb.boxes[0, :2] + tb.boxes[0, 2:]) / 2 - ca)) / ((wa + wb) / 2)
+            moved = float(np.linalg.norm((box_b[:2] + box_b[2:]) / 2 - ca)) / ((wa + wb) / 2)
             if moved <= STITCH_BASE_WIDTHS + STITCH_WIDTHS_PER_FRAME * gap:
                 cands.append((moved, a, b))
     succ: dict[int, int] = {}
@@ -183,7 +199,7 @@ def link_tracks(tracks: Sequence[Track], threshold: float, stitch: bool = True) 
     linkage on descriptors, never merging tracks seen together."""
     clusters: list[list[int]] = stitch_tracks(tracks) if stitch else [[i] for i in range(len(tracks))]
     emb = [t.embedding for t in tracks]
-    spans = [set(t.frames.tolist()) for t in tracks]
+    spans = [set(t.frames[t.observed].tolist()) for t in tracks]  # seen together = detected in one frame
     usable = [i for i, e in enumerate(emb) if e is not None]
     if len(usable) < 2:
         return clusters

@@ -7,7 +7,7 @@ classic leaks), clipped to its shot. Where a track ends the face is often still 
 swinging into the cut. So a track that ends near a cut is held up to the cut (and one that starts
 near a cut is taken back to it); one that ends where another track starts soon after, at the same
 place, is carried over the gap to it; one that ends at a frame edge or heading for one follows its
-motion until its box has left the picture. Such samples are ``observed=False`` and carry a margin that
+motion until the head around its box has left the picture. Such samples are ``observed=False`` and carry a margin that
 grows with the distance to the nearest observation: when unsure, masks grow. Box centres and sizes
 are smoothed in both directions, and the result always contains the raw detected box, so smoothing
 never uncovers a face pixel. Landmarks are smoothed the same way (they place the cloak, not masks).
