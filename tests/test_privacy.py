@@ -13,7 +13,7 @@ from conftest import footage
 from deid_edit import analyze, render
 from deid_edit.config import AnalyzeConfig, DetectConfig, IdentityConfig, RenderConfig
 from deid_edit.detect import create_detector
-from deid_edit.render.shapes import mask_for
+from deid_edit.render.shapes import covered_mask
 from deid_edit.types import FrameDetections
 
 
@@ -31,12 +31,7 @@ class DroppingDetector:
 
 
 def coverage(plan, frame_index: int, hw: tuple[int, int], cfg: RenderConfig) -> np.ndarray:
-    covered = np.zeros(hw, bool)
-    for r in plan.regions_at(frame_index):
-        m = mask_for(r, hw, cfg)
-        if m is not None:
-            covered[m.slices] |= m.alpha >= 0.999
-    return covered
+    return covered_mask(plan.regions_at(frame_index), hw, cfg)
 
 
 def face_pixels(box: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

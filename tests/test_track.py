@@ -108,9 +108,16 @@ def test_a_head_leaving_the_frame_stays_covered_while_in_the_picture():
     shots = shots_from_cuts([], 100)
     cfg = TrackConfig(extend=2)
     (t,) = complete_tracks(track_video(dets(100, faces), shots, cfg, 0.5), shots, cfg, SCENE)
-    assert t.end == 24, "followed until the face (x1 = 400 + 10 f) has left the 640-px picture"
-    for f in range(20, 24):  # each predicted box holds the face's true place
+    # followed while the head around the face (half a box beyond it) may be in the picture; the
+    # prediction stops after MOTION_FRAMES with the head still touching the edge, so it is held
+    # for the full hold_edge (1 s): fail closed
+    assert t.end == 20 + SCENE.frames(TrackConfig().hold_edge), t.end
+    for f in range(20, 24):  # while the face (x1 = 400 + 10 f) is in the picture, the box holds it
         assert t.boxes[f, 0] <= 400 + 10 * f and t.boxes[f, 2] >= 480 + 10 * f
+    # a head far from any edge and not moving gets the plain extension
+    still = {f: [(300, 100, 380, 200, 0.9)] for f in range(30, 50)}
+    (s,) = complete_tracks(track_video(dets(100, still), shots, cfg, 0.5), shots, cfg, SCENE)
+    assert s.end == 52
     # entering from the left: covered back to where it came in
     enter = {f: [(-60 + 8 * (f - 50), 100, 20 + 8 * (f - 50), 200, 0.9)] for f in range(58, 80)}
     (e,) = complete_tracks(track_video(dets(100, enter), shots, cfg, 0.5), shots, cfg, SCENE)

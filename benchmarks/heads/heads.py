@@ -27,7 +27,6 @@ covered mask shaded), so anyone can re-check the labels and the misses. ``benchm
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,8 +41,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
+from deid_edit.config import RenderConfig  # noqa: E402
 from deid_edit.io.decode import VideoReader  # noqa: E402
+from deid_edit.models import sha256_of  # noqa: E402
 from deid_edit.plan import Plan, load_plan  # noqa: E402
+from deid_edit.render.shapes import covered_mask  # noqa: E402
+from deid_edit.track import iou_matrix  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FOOTAGE = REPO.parent / "shared" / "footage"
@@ -73,14 +76,6 @@ def resolve(clip: str | Path) -> Path:
     """A clip name in ../shared/footage, or a path."""
     p = Path(clip)
     return p if p.exists() else FOOTAGE / p.name
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def frames_to_label(plan: Plan, limit: int | None = None) -> list[int]:
@@ -156,14 +151,6 @@ class HeadScore:
         }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def score_heads(labels: dict[int, list[dict[str, Any]]], masks: Iterable[tuple[int, np.ndarray | None]]) -> HeadScore:
     """Leaked heads (visible face area covered under ``COVER_OK``) of one system over the labelled
     frames; ``masks`` yields (frame, covered mask) and may include frames that are not labelled."""
@@ -182,7 +169,7 @@ def score_heads(labels: dict[int, list[dict[str, Any]]], masks: Iterable[tuple[i
                 s.leaked += 1
                 run = 1
                 if prev_frame == index - 1:
-                    runs = [r for b, r in prev_leaks if _iou(b, box) > 0.3]
+                    runs = [r for b, r in prev_leaks if iou_matrix(b[None], box[None])[0, 0] > 0.3]
                     run += max(runs, default=0)
                 now.append((box, run))
                 s.longest = max(s.longest, run)
@@ -255,16 +242,7 @@ def draw_frame(
 
 def plan_mask(plan: Plan, index: int, hw: tuple[int, int]) -> np.ndarray:
     """The plan's fully covered pixels in frame ``index`` (as ``benchmarks/leaks.py`` scores them)."""
-    from deid_edit.config import RenderConfig
-    from deid_edit.render.shapes import mask_for
-
-    rcfg = RenderConfig()
-    covered = np.zeros(hw, bool)
-    for region in plan.regions_at(index):
-        rm = mask_for(region, hw, rcfg)
-        if rm is not None:
-            covered[rm.slices] |= rm.alpha >= 0.999
-    return covered
+    return covered_mask(plan.regions_at(index), hw, RenderConfig())
 
 
 def cmd_propose(args: argparse.Namespace) -> None:
@@ -291,7 +269,7 @@ def cmd_propose(args: argparse.Namespace) -> None:
         scores = np.concatenate([det.scores, np.full(len(allb) - len(det.boxes), 0.99, np.float32)])
         keep = nms(allb, scores, 0.3) if len(allb) else []
         out[str(index)] = [{"box": [round(float(v), 1) for v in allb[k]], "kind": "proposed"} for k in keep]
-    data = {"clip": clip.name, "sha256": sha256(clip), "seconds": args.seconds, "frames": out}
+    data = {"clip": clip.name, "sha256": sha256_of(clip), "seconds": args.seconds, "frames": out}
     path = label_path(clip)
     if path.exists() and not args.force:
         raise SystemExit(f"{path} exists; --force to replace it")

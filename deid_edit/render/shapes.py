@@ -89,6 +89,19 @@ def mask_for(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -
     return region_mask(region, frame_hw, cfg.shape, cfg.padding, cfg.feather, cfg.reach)
 
 
+FULL_ALPHA = 0.999  # where a mask counts as covering (the feather ramps outside the covered area)
+
+
+def covered_mask(regions: Sequence[FaceRegion], frame_hw: tuple[int, int], cfg: RenderConfig) -> np.ndarray:
+    """The pixels the renderer covers fully (alpha 1) for ``regions``: what leak checks compare to faces."""
+    covered = np.zeros(frame_hw, bool)
+    for region in regions:
+        m = mask_for(region, frame_hw, cfg)
+        if m is not None:
+            covered[m.slices] |= m.alpha >= FULL_ALPHA
+    return covered
+
+
 def blend(image: np.ndarray, mask: RegionMask, effect: np.ndarray) -> None:
     """Composite ``effect`` (the ROI's replacement) into ``image`` through the mask's alpha."""
     ys, xs = mask.slices
