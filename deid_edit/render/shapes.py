@@ -47,7 +47,6 @@ def padded_box(box: np.ndarray, padding: float) -> np.ndarray:
 # the ears and raised for the crown.
 HEAD_SIDE = 0.15  # of the region's width, each side
 HEAD_TOP = 0.2  # of its height
-REACHES = ("face", "head")
 
 
 def head_box(box: np.ndarray) -> np.ndarray:
