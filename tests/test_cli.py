@@ -141,6 +141,8 @@ def test_audit_command_exit_codes(sample_clip, tmp_path):
     shutil.copy(src, copy)
     r = invoke("audit", str(src), str(copy), "--progress", "none")
     assert r.exit_code == 3, r.output
+    sheet = tmp_path / "copy.mp4.audit.png"
+    assert "uncovered heads" in r.output and sheet.is_file(), "the heads left visible are drawn for a person to check"
 
 
 def test_run_keep_photo_keeps_only_that_person(sample_clip, tmp_path):
