@@ -89,16 +89,19 @@ def test_recognizer_wrapper_matches_the_engine_descriptor(recognizer: Recognitio
 
 def test_tiny_training_lowers_the_loss(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = TrainConfig(steps=20, batch=4, lr=5e-4, warmup=10, checkpoint_every=1000, seed=0, threads=1)
+    # 40 steps: over the first 20 the generator first closes its mask (the loss drops to the
+    # reconstruction-only plateau, 2.01 -> 1.96, then stays), only after that the repeller opens it
+    # again (1.88 by step 35-39); 20 steps measured the plateau, not the learning (issue 17)
+    cfg = TrainConfig(steps=40, batch=4, lr=5e-4, warmup=10, checkpoint_every=1000, seed=0, threads=1)
     trainer = train(dataset, run, cfg, recognizer=recognizer)
     log = [json.loads(line) for line in (run / LOSSES).read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(20))
+    assert [r["step"] for r in log] == list(range(40))
     assert {"attract", "repel", "recon", "mask_l1", "mask_tv", "adv", "total", "d_loss", "id_distance"} <= set(log[-1])
     first, last = np.mean([r["total"] for r in log[:5]]), np.mean([r["total"] for r in log[-5:]])
     assert last < first - 0.1, (first, last)
     # the repeller is what moved it: the output's identity left the input's
     assert np.mean([r["id_distance"] for r in log[-5:]]) > 2 * np.mean([r["id_distance"] for r in log[:5]])
-    assert trainer.step == 20 and (run / "checkpoint.pt").is_file() and (run / HELD_OUT).is_file()
+    assert trainer.step == 40 and (run / "checkpoint.pt").is_file() and (run / HELD_OUT).is_file()
     assert json.loads((run / "config.json").read_text())["chips"] == 16
 
 
