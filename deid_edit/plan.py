@@ -88,9 +88,11 @@ EDGE_EXTEND = 0.4
 SCHEMA_FAMILY = "deid_edit.Plan"
 # A cut is not always one clean frame: a dissolve blends both shots for a frame or more, and the
 # shot detector places the cut at one of its frames, so the last face of the shot before shows as a
-# ghost in the first frame after (plasticbubble_4people frames 64, 183, 623). Regions that reach a
-# cut are carried this many frames across it, both ways, with this much extra margin. Tracks
-# themselves stay inside their shot (identities rely on that).
+# ghost in the first frame after (plasticbubble_4people frames 64, 183, 536, 623). Regions that
+# reach a cut are carried this many frames into the next shot, with this much extra margin. Not the
+# other way: no labelled frame needed it, and a face of the next shot carried back would mask a
+# kept person in the last frame before every cut. Tracks themselves stay inside their shot
+# (identities rely on that).
 CUT_CARRY = 1
 CARRY_MARGIN = 0.1
 
@@ -123,10 +125,6 @@ class Plan:
                 if j == len(self.tracks[ti].frames) - 1:  # the track reaches the cut from before
                     for k in range(CUT_CARRY):
                         carried.setdefault(cut + k, []).append((ti, j))
-            for ti, j in by_frame.get(cut, ()):
-                if j == 0:  # the track starts at the cut
-                    for k in range(CUT_CARRY):
-                        carried.setdefault(cut - 1 - k, []).append((ti, j))
         object.__setattr__(self, "_carried", carried)
         identity_of = {tid: ident for ident in self.identities for tid in ident.track_ids}
         sure = float(self.config.get("detect", {}).get("threshold", 0.0))

@@ -141,8 +141,8 @@ def test_face_that_appears_on_a_coarse_frame_is_covered_from_its_first_frame(sam
         # the crown of faces looking down.
         ("crowd_small_faces_1080p.mp4", 1000, 3, 2, 8.0),
         # the media test: the target on 954 face-frames allows 0. measured: raw 1 (the
-        # performer's fist, reviewed out), reviewed 0; false mask 16.6% with the head region and
-        # track ends held to cuts and out of the picture (10.5% with --region face, 8.9% before the
+        # performer's fist, reviewed out), reviewed 0; false mask 16.2% with the head region and
+        # track ends held to cuts and out of the picture (10.1% with --region face, 8.9% before the
         # holds). Before weak tracks: 7 with a run of 6 (a defocused face behind a guest that
         # CenterFace scores 0.05-0.2 in every frame).
         ("hamilton_stage.mp4", 900, 1, 0, 19.0),
