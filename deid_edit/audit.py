@@ -187,6 +187,7 @@ class AuditReport:
                     "box": [round(v, 1) for v in h.box],
                     "kept_detail": round(h.kept, 3),
                     "maybe_no_face": h.weak,
+                    "held": h.held,
                 }
                 for h in self.heads_uncovered
             ],
@@ -636,6 +637,7 @@ def audit(
     total = orig_reader.info.frame_count
     auditor = _Auditor(detector, embedder, plan, threshold, min_face, detect_threshold)
     compared = unmatched = done = 0
+    first_time: Fraction | None = None  # the original's first frame: report times count from it
     offset = Fraction(0)
     group: list[tuple[TimedFrame, TimedFrame | None]] = []
     try:
@@ -646,8 +648,9 @@ def audit(
             compared += a is not None
             unmatched += a is None
             pair_check.add(o.index, o.image, None if a is None else a.image)
+            first_time = o.time if first_time is None else first_time
             if head_check is not None and a is not None:
-                head_check.check(o.index, o.time - (auditor.t0 if auditor.t0 is not None else o.time), o.image, a.image)
+                head_check.check(o.index, o.time - first_time, o.image, a.image)
             if group and group[0][0].image.shape != o.image.shape:
                 auditor.process(group)  # resolution change mid-stream: detector batches must be uniform
                 done += len(group)
