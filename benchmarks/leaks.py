@@ -1079,7 +1079,7 @@ def print_heads_table(rows: list[dict[str, Any]], with_deface: bool) -> dict[str
         line = [r["clip"], r["heads"]["ours"]["labelled_frames"], r["heads"]["ours"]["heads"]]
         for s in systems:
             d, t = r["heads"][s], total[s]
-            line += ([d["leaked"]] if s == "ours" else [d["leaked"]]) + [d["longest_run"], f"{d['false_mask_pct']:.2f}"]
+            line += [d["leaked"], d["longest_run"], f"{d['false_mask_pct']:.2f}"]
             t["heads"] += d["heads"]
             t["leaked"] += d["leaked"]
             t["longest_run"] = max(t["longest_run"], d["longest_run"])
