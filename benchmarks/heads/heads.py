@@ -288,7 +288,7 @@ def cmd_draw(args: argparse.Namespace) -> None:
     labels = load_labels(clip, args.labels)
     frames = sorted(labels["frames"]) if not args.frames else [int(f) for f in args.frames.split(",")]
     plan = load_plan(args.plan) if args.plan else None
-    out = Path(args.out or f"benchmarks/heads/out/{clip.stem}")
+    out = Path(args.out or f"benchmarks/out/heads/{clip.stem}")
     out.mkdir(parents=True, exist_ok=True)
     for index, image in read_frames(clip, frames):
         covered = plan_mask(plan, index, image.shape[:2]) if plan is not None else None
