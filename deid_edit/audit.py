@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, Protocol
@@ -392,6 +392,19 @@ class _PlanIndex:
         return out
 
 
+def _kept_by(plan: Plan | None) -> Callable[[int, np.ndarray], bool] | None:
+    """(frame, box) -> whether ``plan`` keeps the face there (the same matching as the recognizer part)."""
+    if plan is None:
+        return None
+    index = _PlanIndex(plan)
+
+    def kept(frame_index: int, box: np.ndarray) -> bool:
+        (found,) = index.lookup(frame_index, box[None])
+        return found is not None and found[0] == "keep"
+
+    return kept
+
+
 def scale_points(points: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
     """Map pixel coordinates between two sizes of the same picture (pixel centres stay centres)."""
     sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
@@ -628,7 +641,7 @@ def audit(
     if heads and head_plan is None:
         cfg = AnalyzeConfig(detect=DetectConfig(device=device), identity=IdentityConfig(enabled=False))
         head_plan = analyze(original, cfg, progress=_Renamed(progress, "audit-heads"), detector=detector)
-    head_check = HeadCheck(head_plan, plan) if heads and head_plan is not None else None
+    head_check = HeadCheck(head_plan, _kept_by(plan)) if heads and head_plan is not None else None
     pair_check = PairCheck(str(original), str(anonymized), detector)
     embedder = embedder or FaceEmbedder(device=device, recognizer="exact")  # the proof uses the verified build
     batch = batch_size or (2 if detector.provider == "CPUExecutionProvider" else 8)

@@ -15,6 +15,7 @@ face area is the same in both files was not anonymized, whatever a recognizer sa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +25,6 @@ import numpy as np
 
 from .errors import InputError
 from .plan import Plan
-from .track import iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,15 @@ def kept_detail(original: np.ndarray, anonymized: np.ndarray, box: np.ndarray) -
 class HeadCheck:
     """Every head the audit's own plan finds in the original, checked for a change in the copy.
 
-    Heads of identities that the render's plan keeps are not checked. Every sample of a track is,
+    Heads that the render's plan keeps (``is_kept``) are not checked. Every sample of a track is,
     also where the track is held (over a gap, to a cut, out of the picture): that is where faces
     slip through. A held sample whose place in the copy is untouched may show only background; the
     sheet says "held" so that a person looks.
     """
 
-    def __init__(self, heads: Plan, render_plan: Plan | None = None) -> None:
+    def __init__(self, heads: Plan, is_kept: Callable[[int, np.ndarray], bool] | None = None) -> None:
         self.heads = heads
+        self.is_kept = is_kept  # (frame, box) -> whether the render's plan keeps the face there
         self.by_frame: dict[int, list[tuple[np.ndarray, bool, bool]]] = {}
         for t in heads.tracks:
             obs = t.frames[t.observed]
@@ -176,13 +177,6 @@ class HeadCheck:
             held = (t.frames < obs.min()) | (t.frames > obs.max())
             for f, box, h in zip(t.frames.tolist(), t.boxes, held.tolist()):
                 self.by_frame.setdefault(f, []).append((box, heads.is_weak(t.track_id), h))
-        self.kept: dict[int, list[np.ndarray]] = {}
-        if render_plan is not None:
-            for t in render_plan.tracks:
-                ident = render_plan.identity_of(t.track_id)
-                if ident is not None and ident.action == "keep":
-                    for f, box in zip(t.frames.tolist(), t.boxes):
-                        self.kept.setdefault(f, []).append(box)
         self.checked = self.flat = self.kept_count = 0
         self.uncovered: list[UncoveredHead] = []
         self.tiles: list[np.ndarray] = []
@@ -195,8 +189,7 @@ class HeadCheck:
         if anonymized.shape[:2] != (h, w):
             anonymized = cv2.resize(anonymized, (w, h), interpolation=cv2.INTER_AREA)
         for box, weak, held in entries:
-            kept = self.kept.get(frame_index)
-            if kept and iou_matrix(box[None], np.stack(kept)).max() > 0.3:
+            if self.is_kept is not None and self.is_kept(frame_index, box):
                 self.kept_count += 1
                 continue
             kept, detail = kept_detail(original, anonymized, box)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,9 @@ class Plan:
         """Regions to render in ``frame_index``; tracks without an identity are anonymized. Regions
         that reach a cut are carried across it (``CUT_CARRY``), unobserved and with more margin."""
         out = []
-        own = [(ti, j, False) for ti, j in self._by_frame.get(frame_index, ())]
-        for ti, j, carried in own + [(ti, j, True) for ti, j in self._carried.get(frame_index, ())]:
+        own, carried_in = self._by_frame.get(frame_index, ()), self._carried.get(frame_index, ())
+        for k, (ti, j) in enumerate(chain(own, carried_in)):
+            carried = k >= len(own)
             t = self.tracks[ti]
             ident = self._identity_of.get(t.track_id)
             if ident is not None and ident.action == "keep" and not include_kept:
