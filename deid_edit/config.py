@@ -137,12 +137,16 @@ class IdentityConfig:
 
     enabled: bool = True
     every: int = 3  # embed sampled detections every N frames
-    min_face: int = 32  # pixels; smaller faces are not identifiable (and never kept)
+    # pixels (short side); smaller faces are not identifiable, so never linked nor kept. Its own
+    # name: --min-face (what the detector looks for) once reached it, and --min-face 16 let 16-px
+    # faces be matched and kept.
+    min_identity_face: int = 32
     min_frontality: float = 0.2  # identities.frontality: 0 = profile; turned-away faces give unreliable descriptors
     min_contrast: float = 10.0  # grey-level std of the chip's eyes-to-mouth area; below it a face is too dark/flat to identify
     min_samples: int = 2  # descriptors needed before a track counts as identifiable
     max_samples: int = 8  # best samples averaged per track
     link_threshold: float = 0.55  # L2 between track descriptors to call them one person
+    linkage: str = "complete"  # identities.LINKAGES: complete never chains look-alikes into one person
     keep_threshold: float = 0.5  # --keep: stricter than linking (a wrong keep exposes someone)
     only_threshold: float = 0.65  # --only: looser (a wrong match only hides one more face)
     recognizer: str = "fast"  # embed.RECOGNIZERS: fast (int8) or exact (float32, verified against dlib)
@@ -151,6 +155,13 @@ class IdentityConfig:
         _check(self.every >= 1, "--embed-every", self.every, "1 or more frames")
         _check(0.1 < self.link_threshold < 1.5, "--link-threshold", self.link_threshold, "a distance in 0.1..1.5")
         _check(self.recognizer in ("fast", "exact"), "--recognizer", self.recognizer, "fast or exact")
+        _check(
+            self.min_identity_face >= 32,
+            "min_identity_face",
+            self.min_identity_face,
+            "32 pixels or more (smaller faces are not identifiable)",
+        )
+        _check(self.linkage in ("complete", "average"), "linkage", self.linkage, "complete or average")
         _check(self.keep_threshold <= self.only_threshold, "--keep-threshold", self.keep_threshold, "at most the --only threshold")
 
 

@@ -91,7 +91,7 @@ class DescriptorSampler:
             return
         for i in range(len(det)):
             box = det.boxes[i]
-            if det.scores[i] < threshold or min(box[2] - box[0], box[3] - box[1]) < self.cfg.min_face:
+            if det.scores[i] < threshold or min(box[2] - box[0], box[3] - box[1]) < self.cfg.min_identity_face:
                 continue
             if frontality(det.landmarks[i : i + 1], 1)[0] < self.cfg.min_frontality:
                 continue  # beyond a three-quarter view descriptors drift towards everyone (hamilton: 0.47-0.57 to strangers)
@@ -194,44 +194,91 @@ def stitch_tracks(tracks: Sequence[Track]) -> list[list[int]]:
     return chains
 
 
-def link_tracks(tracks: Sequence[Track], threshold: float, stitch: bool = True) -> list[list[int]]:
-    """Group track indices into people: stitched chains first (``stitch_tracks``), then average
-    linkage on descriptors, never merging tracks seen together."""
-    clusters: list[list[int]] = stitch_tracks(tracks) if stitch else [[i] for i in range(len(tracks))]
-    emb = [t.embedding for t in tracks]
-    spans = [set(t.frames[t.observed].tolist()) for t in tracks]  # seen together = detected in one frame
-    usable = [i for i, e in enumerate(emb) if e is not None]
-    if len(usable) < 2:
-        return clusters
-    vecs = np.stack([emb[i] for i in usable])
-    dist = np.full((len(tracks), len(tracks)), np.inf, np.float32)
-    d = np.linalg.norm(vecs[:, None, :] - vecs[None, :, :], axis=2)
-    dist[np.ix_(usable, usable)] = d
-    conflict = np.zeros((len(tracks), len(tracks)), bool)
-    for a in range(len(tracks)):
-        for b in range(a + 1, len(tracks)):
+def seen_together(tracks: Sequence[Track]) -> np.ndarray:
+    """(n, n) bool: tracks detected in one frame, hence two people (a cannot-link)."""
+    n = len(tracks)
+    out = np.zeros((n, n), bool)
+    spans = [set(t.frames[t.observed].tolist()) for t in tracks]
+    for a in range(n):
+        for b in range(a + 1, n):
             if tracks[a].start < tracks[b].end and tracks[b].start < tracks[a].end and spans[a] & spans[b]:
-                conflict[a, b] = conflict[b, a] = True
+                out[a, b] = out[b, a] = True
+    return out
+
+
+def descriptor_distances(tracks: Sequence[Track]) -> np.ndarray:
+    """(n, n) L2 distances between track descriptors; inf where either track has none."""
+    n = len(tracks)
+    dist = np.full((n, n), np.inf, np.float32)
+    usable = [i for i, t in enumerate(tracks) if t.embedding is not None]
+    if usable:
+        vecs = np.stack([tracks[i].embedding for i in usable])  # type: ignore[misc]
+        dist[np.ix_(usable, usable)] = np.linalg.norm(vecs[:, None, :] - vecs[None, :, :], axis=2)
+    return dist
+
+
+LINKAGES = ("complete", "average")
+
+
+def link_tracks(tracks: Sequence[Track], threshold: float, stitch: bool = True, linkage: str = "complete") -> list[list[int]]:
+    """Group track indices into people: stitched chains first (``stitch_tracks``), then
+    agglomerative clustering on descriptors, never merging tracks seen together.
+
+    Complete linkage (the default) merges two groups only when EVERY pair of their tracks is within
+    ``threshold``: average linkage chained a father and two look-alike sons into one identity
+    through their closest pairs, and a --keep of that identity exposed the children. A person split
+    in two costs a review click; two people merged can expose one of them.
+    """
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}")
+    clusters: list[list[int]] = stitch_tracks(tracks) if stitch else [[i] for i in range(len(tracks))]
+    if sum(t.embedding is not None for t in tracks) < 2:
+        return clusters
+    dist = descriptor_distances(tracks).astype(np.float64)
+    conflict = seen_together(tracks)
+    k = len(clusters)
+    # cluster-level matrices: complete keeps the largest distance, average the sum (and sizes)
+    member = np.zeros((k, len(tracks)), np.float64)
+    for c, members in enumerate(clusters):
+        member[c, members] = 1.0
+    with np.errstate(invalid="ignore"):
+        finite = np.where(np.isfinite(dist), dist, 0.0)
+        sums = member @ finite @ member.T
+        infs = member @ (~np.isfinite(dist)).astype(np.float64) @ member.T
+    worst = np.full((k, k), np.inf)
+    usable = [c for c, members in enumerate(clusters) if all(tracks[i].embedding is not None for i in members)]
+    for a, x in enumerate(usable):
+        for y in usable[a + 1 :]:
+            worst[x, y] = worst[y, x] = dist[np.ix_(clusters[x], clusters[y])].max()
+    blocked = (member @ conflict.astype(np.float64) @ member.T) > 0
+    sizes = member.sum(axis=1)
+    alive = np.ones(k, bool)
+    np.fill_diagonal(blocked, True)
     while True:
-        best, pair = threshold, None
-        for x in range(len(clusters)):
-            for y in range(x + 1, len(clusters)):
-                ca, cb = clusters[x], clusters[y]
-                if conflict[np.ix_(ca, cb)].any():
-                    continue
-                avg = float(dist[np.ix_(ca, cb)].mean())
-                if avg < best:
-                    best, pair = avg, (x, y)
-        if pair is None:
-            return clusters
-        x, y = pair
+        if linkage == "complete":
+            score = worst.copy()
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                score = np.where(infs > 0, np.inf, sums / np.outer(sizes, sizes))
+        score[blocked | ~alive[:, None] | ~alive[None, :]] = np.inf
+        x, y = np.unravel_index(int(np.argmin(score)), score.shape)
+        if not score[x, y] < threshold:
+            break
+        x, y = min(x, y), max(x, y)
         clusters[x] = clusters[x] + clusters[y]
-        del clusters[y]
+        alive[y] = False
+        worst[x, :] = worst[:, x] = np.maximum(worst[x], worst[y])
+        sums[x, :] = sums[:, x] = sums[x] + sums[y]
+        infs[x, :] = infs[:, x] = infs[x] + infs[y]
+        blocked[x, :] = blocked[:, x] = blocked[x] | blocked[y]
+        blocked[x, x] = True
+        sizes[x] += sizes[y]
+    return [c for c, ok in zip(clusters, alive) if ok]
 
 
-def build_identities(tracks: Sequence[Track], threshold: float, stitch: bool = True) -> list[Identity]:
+def build_identities(tracks: Sequence[Track], threshold: float, stitch: bool = True, linkage: str = "complete") -> list[Identity]:
     """Identities from linked tracks, numbered by first appearance, all anonymized."""
-    groups = link_tracks(tracks, threshold, stitch)
+    groups = link_tracks(tracks, threshold, stitch, linkage)
     groups.sort(key=lambda g: min((tracks[i].start, tracks[i].track_id) for i in g))
     return [Identity(n, tuple(sorted(tracks[i].track_id for i in g)), "anonymize", f"person {n}") for n, g in enumerate(groups)]
 
@@ -256,17 +303,58 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class TrackChoice:
+    """Why one track is kept or anonymized: the selection is decided per track."""
+
+    track_id: int
+    identity_id: int  # the identity the track was linked into (before any split)
+    kept: bool
+    reason: str
+    distance: float = float("inf")  # to the reference photo (or the kept identity's core)
+    photo: int = -1  # index of the closest reference photo
+
+
+@dataclass(frozen=True)
 class SelectionReport:
-    kept: tuple[int, ...]
+    kept: tuple[int, ...]  # identity ids with at least one kept track
     anonymized: tuple[int, ...]
-    unreliable: tuple[int, ...]  # anonymized because they could not be identified reliably
+    unreliable: tuple[int, ...]  # identities anonymized because they could not be identified reliably
+    choices: tuple[TrackChoice, ...] = ()
+    unmatched_photos: tuple[int, ...] = ()  # --keep/--only photos no track matched
+    closest: tuple[float, ...] = ()  # per photo, the closest identifiable track's distance
+
+    def kept_tracks(self) -> tuple[int, ...]:
+        return tuple(c.track_id for c in self.choices if c.kept)
+
+    def dropped(self) -> tuple[TrackChoice, ...]:
+        """Tracks of a kept identity that are anonymized anyway (they disagree with its core)."""
+        kept_ids = set(self.kept)
+        return tuple(c for c in self.choices if not c.kept and c.identity_id in kept_ids)
+
+
+# In a reference photo, faces at least this fraction of the largest one's size count as people the
+# user may mean; a second such face makes the photo ambiguous (an error, not a guess).
+PHOTO_FACE_SHARE = 1 / 3
+
+
+def photo_face(spec: str) -> tuple[Path, int | None]:
+    """``photo.png`` -> (path, None); ``photo.png:2`` -> (path, 2), face 2 from the left.
+
+    A file whose own name ends in ``:N`` is taken as the file."""
+    path = Path(spec)
+    head, sep, tail = str(spec).rpartition(":")
+    if not path.is_file() and sep and tail.isdigit() and Path(head).is_file():
+        return Path(head), int(tail)
+    return path, None
 
 
 def reference_descriptors(
     photos: Sequence[str], embedder: object | None = None, detector: object | None = None, recognizer: str = "fast"
 ) -> np.ndarray:
-    """One descriptor per photo: its largest face, found at full resolution, embedded by ``recognizer``
-    (the one that made the track descriptors they are compared with)."""
+    """One descriptor per photo, embedded by ``recognizer`` (the one that made the track
+    descriptors they are compared with). A photo must show one person: several faces of similar
+    size are an error unless the photo is given as ``photo.png:N`` (``photo_face``); a wrong guess
+    would keep someone else visible."""
     from .config import DetectConfig
     from .detect import create_detector
     from .embed import FaceEmbedder, align_faces
@@ -274,7 +362,8 @@ def reference_descriptors(
     embedder = embedder or FaceEmbedder(recognizer=recognizer)
     detector = detector or create_detector(DetectConfig())
     out = []
-    for photo in photos:
+    for spec in photos:
+        photo, choice = photo_face(spec)
         bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
         if bgr is None:
             raise InputError(f"{photo}: not a readable image; give a JPEG or PNG photo of the person")
@@ -284,10 +373,107 @@ def reference_descriptors(
         (det,) = detector.detect([small], [0], scale, 0.5)  # type: ignore[attr-defined]
         if not len(det) or det.landmarks is None:
             raise InputError(f"{photo}: no face found; use a clear, front-facing photo of the person")
-        sizes = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
-        i = int(np.argmax(sizes))
+        sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+        faces = np.flatnonzero(sides >= PHOTO_FACE_SHARE * sides.max())  # smaller ones are far behind: not who is meant
+        faces = faces[np.argsort(det.boxes[faces, 0])]  # numbered from the left
+        if choice is None and len(faces) > 1:
+            raise InputError(
+                f"{photo}: {len(faces)} faces found; crop the photo to the one person, "
+                f"or name the face as {photo}:N (1-{len(faces)}, counted from the left)"
+            )
+        if choice is not None and not 1 <= choice <= len(faces):
+            raise InputError(f"{photo}: face {choice} asked for, but the photo has {len(faces)}; use 1-{len(faces)}, counted from the left")
+        i = int(faces[(choice or 1) - 1])
         out.append(embedder.embed(align_faces(rgb, det.landmarks[i : i + 1]))[0])  # type: ignore[attr-defined]
     return np.stack(out)
+
+
+def _reliable(t: Track, cfg: IdentityConfig) -> bool:
+    return t.embedding is not None and t.embed_samples >= cfg.min_samples
+
+
+def _keep_tracks(
+    cands: Sequence[int],
+    ref_of: dict[int, int],
+    dist_ref: dict[int, float],
+    dist: np.ndarray,
+    together: np.ndarray,
+    reliable: Sequence[int],
+) -> dict[int, str]:
+    """Which candidate tracks stay visible; the others with the reason (index -> reason or "").
+
+    Two rules, both fail closed. (1) Two tracks seen in one frame are two people, so at most one of
+    them is the person of a photo: candidates are taken closest first and one seen with an already
+    kept track of the same photo is anonymized. (2) A kept track must be closer to its photo than
+    to any identifiable track known to be someone else (seen in a frame with a kept track of that
+    photo, or with the track itself): a son who resembles his father's photo still resembles his
+    brother, who stood beside the father, more.
+    """
+    kept: list[int] = []
+    why: dict[int, str] = {}
+    for i in sorted(cands, key=lambda i: dist_ref[i]):
+        clash = [k for k in kept if ref_of[k] == ref_of[i] and together[i, k]]
+        if clash:
+            why[i] = f"seen in the same frame as a closer match (track index {clash[0]})"
+        else:
+            kept.append(i)
+    rel = np.zeros(len(dist), bool)
+    rel[list(reliable)] = True
+    for i in list(kept):
+        same_photo = [k for k in kept if ref_of[k] == ref_of[i]]
+        others = (together[same_photo].any(axis=0) | together[i]) & rel
+        others[same_photo] = False
+        if others.any():
+            j = int(np.flatnonzero(others)[np.argmin(dist[i, others])])
+            if dist[i, j] <= dist_ref[i]:
+                why[i] = f"closer to someone else (track index {j}: {dist[i, j]:.2f}) than to the photo ({dist_ref[i]:.2f})"
+    for i in kept:
+        why.setdefault(i, "")
+    return why
+
+
+def _agreeing(
+    core: dict[int, str],
+    why: dict[int, str],
+    ref_of: dict[int, int],
+    dist_ref: dict[int, float],
+    dist: np.ndarray,
+    together: np.ndarray,
+    reliable: Sequence[int],
+    cfg: IdentityConfig,
+) -> dict[int, str]:
+    """Tracks of the same person as a photo's core that the photo alone does not reach.
+
+    A photo from another day, light or age sits farther from the video than the video's own
+    tracks sit from each other (friends_coldopen_6people: Monica's tracks are 0.36-0.55 from her
+    photo). A track joins when it agrees with EVERY core track of that photo (within
+    ``link_threshold``, the bar identities use), is still within ``only_threshold`` of the photo,
+    is never seen with a core track, and is closer to every core track than to anyone known to be
+    someone else (seen with a core track or with it). One track joins per pass, the closest
+    first; it then counts as core, so the next must agree with it too.
+    """
+    added: dict[int, str] = {}
+    rel = np.zeros(len(dist), bool)
+    rel[list(reliable)] = True
+    while True:
+        best: tuple[float, int] | None = None
+        for k in reliable:
+            if k in core or k in added or k in why and why[k].startswith("seen in the same frame"):
+                continue
+            mates = [c for c in (*core, *added) if ref_of.get(c) == ref_of[k]]
+            if not mates or dist_ref[k] >= cfg.only_threshold or together[k, mates].any():
+                continue
+            agree = float(dist[k, mates].max())
+            others = (together[mates].any(axis=0) | together[k]) & rel
+            others[mates] = False
+            fits = agree < cfg.link_threshold and (not others.any() or agree < float(dist[k, others].min()))
+            if fits and (best is None or agree < best[0]):
+                best = (agree, k)
+        if best is None:
+            return added
+        agree, k = best
+        added[k] = f"agrees with the tracks that match photo {ref_of[k] + 1} (all within {agree:.2f}; photo {dist_ref[k]:.2f})"
+        why.pop(k, None)
 
 
 def select(
@@ -297,39 +483,148 @@ def select(
     cfg: IdentityConfig,
     references: np.ndarray | None = None,
 ) -> tuple[list[Identity], SelectionReport]:
-    """Set each identity's action from the selection, failing closed.
+    """Decide per track who stays visible, failing closed; returns identities split accordingly.
 
-    --keep: an identity is kept only when it is identifiable (descriptor from enough samples) and
-    clearly close to a reference (below ``keep_threshold``, stricter than the linking threshold).
-    --only: an identity is anonymized when it is close to a reference under the looser
-    ``only_threshold``, or when it cannot be identified at all.
+    A track is never kept because its identity is: linking can be wrong, and one wrong link would
+    expose a child. --keep PHOTO keeps a track only when its own descriptor (``min_samples`` good
+    samples) is within ``keep_threshold`` of a photo and passes ``_keep_tracks``.
+    --keep-identity N keeps the tracks of N that agree with N's core (the medoid of its
+    identifiable tracks, within ``link_threshold``) and pass the same rules; N's other tracks are
+    anonymized and listed. A single-track identity chosen by id is kept as the user saw it.
+    --only PHOTO anonymizes a track that is within ``only_threshold`` of a photo, that cannot be
+    identified, or whose identity holds such a track; --only-identity N anonymizes N's tracks and
+    every track within ``only_threshold`` of one of them or not identifiable.
+
+    Identities whose tracks end up decided differently are split: the kept tracks keep the
+    identity id (action "keep"), every other track becomes its own anonymized identity, numbered
+    after the last one, so plan files and renderers stay per-identity.
     """
-    by_id = {t.track_id: t for t in tracks}
     known_ids = {i.identity_id for i in identities}
     for n in (*sel.keep_ids, *sel.only_ids):
         if n not in known_ids:
             raise InputError(f"identity {n} is not in the plan (known: {', '.join(map(str, sorted(known_ids)))}); see 'deid-edit faces'")
-    out, kept, anon, unreliable = [], [], [], []
+    index = {t.track_id: k for k, t in enumerate(tracks)}
+    ident_of = {index[t]: ident.identity_id for ident in identities for t in ident.track_ids if t in index}
+    reliable = [k for k, t in enumerate(tracks) if _reliable(t, cfg)]
+    dist = descriptor_distances(tracks)
+    together = seen_together(tracks)
+    refs = references if references is not None and len(references) else None
+    dist_ref: dict[int, float] = {}
+    ref_of: dict[int, int] = {}
+    if refs is not None:
+        for k in reliable:
+            d = np.linalg.norm(refs - tracks[k].embedding, axis=1)
+            ref_of[k], dist_ref[k] = int(np.argmin(d)), float(np.min(d))
+    keep: dict[int, str] = {}  # track index -> reason it is kept
+    why: dict[int, str] = {}  # track index -> reason it is anonymized
+    if sel.keep_photos and refs is not None:
+        cands = [k for k in reliable if dist_ref[k] < cfg.keep_threshold]
+        for k, reason in _keep_tracks(cands, ref_of, dist_ref, dist, together, reliable).items():
+            if reason:
+                why[k] = reason
+            else:
+                keep[k] = f"matches photo {ref_of[k] + 1} ({dist_ref[k]:.2f})"
+        keep.update(_agreeing(keep, why, ref_of, dist_ref, dist, together, reliable, cfg))
+        for k in reliable:
+            if k not in keep and k not in why:
+                why[k] = f"does not match a photo ({dist_ref[k]:.2f}, needs < {cfg.keep_threshold})"
+    if sel.keep_ids:
+        for ident in identities:
+            if ident.identity_id not in sel.keep_ids:
+                continue
+            members = [index[t] for t in ident.track_ids if t in index]
+            core = [k for k in members if k in reliable]
+            if not core:
+                if len(members) == 1:
+                    keep[members[0]] = f"identity {ident.identity_id} chosen by id"
+                else:
+                    keep.update((k, f"identity {ident.identity_id} chosen by id (linked by position only)") for k in members)
+                continue
+            medoid = min(core, key=lambda k: (float(dist[k, core].sum()), -tracks[k].embed_samples))
+            for k in core:
+                ref_of[k], dist_ref[k] = -1 - ident.identity_id, float(dist[k, medoid])
+            cands = [k for k in core if dist_ref[k] < cfg.link_threshold]
+            decided = _keep_tracks(cands, ref_of, dist_ref, dist, together, reliable)
+            for k in members:
+                if k not in reliable:
+                    why[k] = "not identifiable (too small, dark or turned): cannot be checked against the identity"
+                elif decided.get(k, None) == "":
+                    keep[k] = f"agrees with identity {ident.identity_id} ({dist_ref[k]:.2f} from its core)"
+                else:
+                    why[k] = decided.get(k) or f"disagrees with identity {ident.identity_id} ({dist_ref[k]:.2f} from its core)"
+    if sel.only_photos or sel.only_ids:
+        hide: set[int] = set()
+        if refs is not None:
+            hide |= {k for k in reliable if dist_ref[k] < cfg.only_threshold}
+        for ident in identities:
+            if ident.identity_id in sel.only_ids:
+                hide |= {index[t] for t in ident.track_ids if t in index}
+        chosen = [k for k in hide if k in reliable]
+        for k in reliable:
+            if chosen and float(dist[k, chosen].min()) < cfg.only_threshold:
+                hide.add(k)
+        linked = {ident_of.get(k) for k in hide}
+        hide |= {k for k in range(len(tracks)) if ident_of.get(k) in linked}
+        for k in range(len(tracks)):
+            if k in hide:
+                why[k] = "chosen to be anonymized"
+            elif k not in reliable:
+                why[k] = "not identifiable: anonymized (fail closed)"
+            else:
+                keep[k] = "not chosen"
+    elif not sel:
+        keep = {index[t]: "kept in the plan" for i in identities if i.action == "keep" for t in i.track_ids if t in index}
+    for k in range(len(tracks)):
+        if k not in keep and k not in why:
+            why[k] = "not identifiable (too small, dark or turned)" if k not in reliable else "not chosen"
+    choices = tuple(
+        TrackChoice(
+            t.track_id,
+            ident_of.get(k, -1),
+            k in keep,
+            keep.get(k) or why.get(k, ""),
+            dist_ref.get(k, float("inf")),
+            ref_of.get(k, -1) if ref_of.get(k, -1) >= 0 else -1,
+        )
+        for k, t in enumerate(tracks)
+    )
+    out, kept, anon = _split(identities, tracks, keep)
+    unmatched: tuple[int, ...] = ()
+    closest: tuple[float, ...] = ()
+    if refs is not None:
+        closest = tuple(min((float(np.linalg.norm(r - tracks[k].embedding)) for k in reliable), default=float("inf")) for r in refs)
+        matched = {ref_of[k] for k in keep if k in ref_of and ref_of[k] >= 0}
+        if sel.only_photos:
+            matched = {ref_of[k] for k in reliable if dist_ref[k] < cfg.only_threshold}
+        unmatched = tuple(p for p in range(len(refs)) if p not in matched)
+    reliable_ids = {ident_of.get(k) for k in reliable}
+    unreliable = tuple(i.identity_id for i in identities if i.identity_id not in reliable_ids) if sel.keep_photos or sel.only_photos else ()
+    return out, SelectionReport(tuple(kept), tuple(anon), unreliable, choices, unmatched, closest)
+
+
+def _split(identities: Sequence[Identity], tracks: Sequence[Track], keep: dict[int, str]) -> tuple[list[Identity], list[int], list[int]]:
+    """Identities with per-track decisions applied: kept tracks keep the id, others split off."""
+    index = {t.track_id: k for k, t in enumerate(tracks)}
+    next_id = max((i.identity_id for i in identities), default=-1) + 1
+    out: list[Identity] = []
+    extra: list[Identity] = []
+    kept: list[int] = []
+    anon: list[int] = []
     for ident in identities:
-        vecs = [by_id[t].embedding for t in ident.track_ids if by_id[t].embedding is not None]
-        samples = sum(by_id[t].embed_samples for t in ident.track_ids)
-        reliable = bool(vecs) and samples >= cfg.min_samples
-        dist = np.inf
-        if reliable and references is not None and len(references):
-            mean = np.mean(np.stack(vecs), axis=0)
-            dist = float(np.min(np.linalg.norm(references - mean, axis=1)))
-        if sel.keep_photos or sel.keep_ids:
-            keep = ident.identity_id in sel.keep_ids or (reliable and dist < cfg.keep_threshold)
-        elif sel.only_photos or sel.only_ids:
-            hide = ident.identity_id in sel.only_ids or (sel.only_photos and (not reliable or dist < cfg.only_threshold))
-            keep = not hide
+        yes = tuple(t for t in ident.track_ids if index.get(t) in keep)
+        no = tuple(t for t in ident.track_ids if index.get(t) not in keep)
+        if yes and no:
+            out.append(replace(ident, track_ids=yes, action="keep"))
+            kept.append(ident.identity_id)
+            for t in no:
+                label = f"{ident.label or f'person {ident.identity_id}'}, track {t} (not kept)"
+                extra.append(Identity(next_id, (t,), "anonymize", label))
+                anon.append(next_id)
+                next_id += 1
         else:
-            keep = ident.action == "keep"
-        if not keep and not reliable and (sel.keep_photos or sel.only_photos):
-            unreliable.append(ident.identity_id)
-        (kept if keep else anon).append(ident.identity_id)
-        out.append(replace(ident, action="keep" if keep else "anonymize"))
-    return out, SelectionReport(tuple(kept), tuple(anon), tuple(unreliable))
+            out.append(replace(ident, action="keep" if yes else "anonymize"))
+            (kept if yes else anon).append(ident.identity_id)
+    return out + extra, kept, anon
 
 
 def load_selection(
@@ -340,7 +635,7 @@ def load_selection(
         from .errors import ConfigError
 
         raise ConfigError("--keep/--keep-identity and --only/--only-identity cannot be combined; use one kind")
-    for photo in (*keep, *only):
-        if not Path(photo).is_file():
-            raise InputError(f"{photo}: no such photo; check the path")
+    for spec in (*keep, *only):
+        if not photo_face(str(spec))[0].is_file():
+            raise InputError(f"{spec}: no such photo; check the path")
     return Selection(tuple(map(str, keep)), tuple(map(str, only)), tuple(keep_ids), tuple(only_ids))

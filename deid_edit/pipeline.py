@@ -230,7 +230,7 @@ def analyze(
     if sampler is not None:
         raw_by_id = {r.track_id: r for r in raw}
         tracks = [with_descriptor(t, sampler, raw_by_id[t.track_id]) for t in tracks]
-        identities = build_identities(tracks, cfg.identity.link_threshold)
+        identities = build_identities(tracks, cfg.identity.link_threshold, linkage=cfg.identity.linkage)
     else:
         identities = identities_from_tracks(tracks)
     info = replace(info, frame_count=n)
