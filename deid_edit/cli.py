@@ -227,11 +227,42 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     if otio_path:
         _check_otio(otio_path, ecfg.force, video, output or default_output(video))
     progress = make_progress(progress_kind)
-    out, plan = run_pipeline(video, output, acfg, rcfg, ecfg, progress, plan_out=save_plan, selection=selection)
+    heard: dict[str, Any] = {}
+    out, plan = run_pipeline(
+        video,
+        output,
+        acfg,
+        rcfg,
+        ecfg,
+        progress,
+        plan_out=save_plan,
+        selection=selection,
+        on_selection=lambda p, r: heard.update(plan=p, report=r),
+        reuse_plan=video.with_name(video.name + ".deid.json"),
+    )
     extra = _write_otio(otio_path, video, out, plan, rcfg.mode, save_plan, ecfg.force)
+    extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
     kept = sum(1 for i in plan.identities if i.action == "keep")
     _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count, **extra)
     _echo_otio(progress_kind, extra)
+
+
+def _tell_kept(video: Path, out: Path, heard: dict[str, Any], selection: Any, progress: ProgressSink, kind: str) -> dict[str, str]:
+    """After a render with --keep/--only: say who stays visible and write OUT.kept.png."""
+    if "report" not in heard:
+        return {}
+    from .faces import kept_lines, write_kept_sheet
+
+    plan, report = heard["plan"], heard["report"]
+    sheet = write_kept_sheet(video, plan, report.kept_tracks(), out.with_name(out.name + ".kept.png"))
+    lines = kept_lines(plan, report, selection.keep_photos or selection.only_photos)
+    if kind == "json":
+        progress.event("kept", tracks=list(report.kept_tracks()), identities=list(report.kept), lines=lines, sheet=str(sheet))
+    else:
+        for line in lines:
+            click.echo(line, err=True)
+        click.echo(f"  faces left visible: {sheet}", err=True)
+    return {"kept_sheet": str(sheet)}
 
 
 def _check_otio(otio_path: Path, force: bool, *videos: Path) -> None:
@@ -300,7 +331,7 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
 @verbosity_options
 def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
     """Anonymize VIDEO following a plan made by 'analyze'."""
-    from .pipeline import apply_selection, default_output
+    from .pipeline import default_output
     from .pipeline import render as render_pipeline
     from .plan import load_plan
 
@@ -311,11 +342,13 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
     if otio_path:
         _check_otio(otio_path, ecfg.force, video, out)
     progress = make_progress(progress_kind)
-    out = render_pipeline(video, plan_file, out, rcfg, ecfg, progress, selection)
+    heard: dict[str, Any] = {}
+    out = render_pipeline(video, plan_file, out, rcfg, ecfg, progress, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
     extra: dict[str, str] = {}
     if otio_path:
-        plan, _ = apply_selection(load_plan(plan_file), selection)  # the markers show who this render kept
+        plan = heard.get("plan") or load_plan(plan_file)  # the markers show who this render kept
         extra = _write_otio(otio_path, video, out, plan, rcfg.mode, plan_file, ecfg.force)
+    extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
     _finish(progress, progress_kind, out, **extra)
     _echo_otio(progress_kind, extra)
 
@@ -361,16 +394,25 @@ def otio_command(
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Files processed in parallel.")
 @analyze_options
 @render_options
+@selection_options
 @encode_options
 @verbosity_options
 def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: Any) -> None:
-    """Anonymize every video under IN_DIR into OUT_DIR; resumable; writes a summary."""
+    """Anonymize every video under IN_DIR into OUT_DIR; resumable; writes a summary.
+
+    --keep/--only photos apply to every file, decided per track as in 'run'; each output with a
+    selection gets OUT.kept.png and its kept tracks in the summary."""
     from .pipeline import SUMMARY
     from .pipeline import batch as batch_pipeline
 
+    if opts.get("keep_identity") or opts.get("only_identity"):
+        raise click.UsageError("--keep-identity/--only-identity name identities of one plan; in a batch use --keep/--only photos")
+    selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
-    items = batch_pipeline(in_dir, out_dir, acfg, rcfg, ecfg, jobs, progress_for=lambda p: make_progress(progress_kind, file=str(p)))
+    items = batch_pipeline(
+        in_dir, out_dir, acfg, rcfg, ecfg, jobs, progress_for=lambda p: make_progress(progress_kind, file=str(p)), selection=selection
+    )
     failed = [i for i in items if i.status == "failed"]
     counts = {s: sum(1 for i in items if i.status == s) for s in ("ok", "skipped", "failed")}
     summary = out_dir / f"{SUMMARY}.json"
@@ -390,7 +432,7 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
     "--plan", "plan_path", type=click.Path(path_type=Path), help="Plan file (default VIDEO.deid.json if present, else analyze now)."
 )
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), help="Folder for the contact sheet (default VIDEO.faces/).")
-@click.option("--per-row", type=int, default=6, show_default=True, help="Thumbnails per identity row.")
+@click.option("--per-row", type=int, default=12, show_default=True, help="Thumbnails per identity row (one per track).")
 @click.option("--thumb", type=int, default=112, show_default=True, help="Thumbnail size in pixels.")
 @click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
 @verbosity_options
@@ -405,7 +447,12 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
     if plan_path or default_plan.is_file():
         plan = load_plan(plan_path or default_plan)
     else:
+        from .plan import save_plan
+
         plan = analyze_pipeline(video, None, progress)
+        save_plan(plan, default_plan)  # 'run' and 'render' reuse it: no second analysis
+        if progress_kind != "json":
+            click.echo(f"plan saved: {default_plan} ('deid-edit run' reuses it; --keep-identity N names its identities)", err=True)
     sheet, summaries = write_contact_sheet(video, plan, out_dir or video.with_name(video.stem + ".faces"), per_row=per_row, thumb=thumb)
     if progress_kind != "json":
         click.echo(format_table(summaries))

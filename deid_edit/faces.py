@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, EncodeError
-from .identities import frontality
+from .identities import SelectionReport, frontality
 from .io.atomic import write_atomic
 from .io.decode import VideoReader
 from .plan import Plan, region_top
@@ -37,7 +37,7 @@ from .types import Track, VideoInfo
 log = logging.getLogger(__name__)
 
 UNASSIGNED = -1  # identity_id of the summary gathering tracks no identity claims (render anonymizes them)
-BEST_PER_IDENTITY = 6
+BEST_PER_IDENTITY = 12  # one thumbnail per track: a wrong link shows as a stranger in the strip
 THUMB_MARGIN = 0.4  # crop side = box side * (1 + margin): hair, ears and chin help people recognise a face
 LARGE_THUMB = 224  # identity_<N>.png side: big enough to recognise someone, small enough for plugin UIs
 ROWS_PER_PAGE = 200  # 200 rows of 124 px stay under the 32k-pixel height many image viewers accept
@@ -82,6 +82,10 @@ class IdentitySummary:
     # Only weak tracks (never above --threshold): a dim face, or not a face at all. Masked either way
     # (fail closed); the editor is told so the row is not mistaken for a sure face.
     low_confidence: bool = False
+    # Largest descriptor distance between two of its identifiable tracks; from ``link_threshold`` up
+    # the tracks disagree (a hand-edited or older plan, or average linkage): check for a wrong link.
+    spread: float = 0.0
+    disagree: bool = False
 
 
 # -- time -------------------------------------------------------------------------------------
@@ -195,6 +199,27 @@ def choose_best(tracks: Sequence[Track], width: int, height: int, count: int) ->
 # -- summaries ---------------------------------------------------------------------------------
 
 
+def track_frames(tracks: Sequence[Track], width: int, height: int, count: int) -> tuple[int, ...]:
+    """One frame per track (its best face), in time order, for up to ``count`` tracks: the row is a
+    strip of the identity's tracks, so a wrong link shows as a stranger in it. With more tracks
+    than slots, the best-identifiable ones (most descriptor samples, then longest) are shown; a
+    single track gets ``choose_best``'s spread of frames instead."""
+    if len(tracks) <= 1:
+        return choose_best(tracks, width, height, count)
+    ranked = sorted(tracks, key=lambda t: (-t.embed_samples, -len(t.frames), t.start))[:count]
+    frames = [choose_best([t], width, height, 1) for t in sorted(ranked, key=lambda t: t.start)]
+    return tuple(dict.fromkeys(f[0] for f in frames if f))
+
+
+def track_spread(tracks: Sequence[Track]) -> float:
+    """Largest L2 distance between two identifiable tracks' descriptors (0 with fewer than two)."""
+    vecs = [t.embedding for t in tracks if t.embedding is not None]
+    if len(vecs) < 2:
+        return 0.0
+    v = np.stack(vecs)
+    return float(np.linalg.norm(v[:, None] - v[None], axis=2).max())
+
+
 def summarize(plan: Plan, best: int = BEST_PER_IDENTITY) -> list[IdentitySummary]:
     """One summary per identity, ordered by first appearance (then id); from the plan alone.
 
@@ -203,8 +228,10 @@ def summarize(plan: Plan, best: int = BEST_PER_IDENTITY) -> list[IdentitySummary
     Identities that own no samples come last.
     """
     step = frame_duration(plan.video)
+    limit = float(plan.config.get("identity", {}).get("link_threshold", 0.55))
     out = []
     for identity_id, label, action, ts in _groups(plan):
+        spread = track_spread(ts)
         frames = np.unique(np.concatenate([np.asarray(t.frames, np.int64) for t in ts])) if ts else np.zeros(0, np.int64)
         first = int(frames[0]) if len(frames) else -1
         first_time = first * step if first >= 0 else None
@@ -221,9 +248,11 @@ def summarize(plan: Plan, best: int = BEST_PER_IDENTITY) -> list[IdentitySummary
                 first_timecode=timecode(first, plan.video.avg_rate or 1 / step),
                 first_clock=clock(first_time),
                 first_time=first_time,
-                best_frames=choose_best(ts, plan.video.width, plan.video.height, best),
+                best_frames=track_frames(ts, plan.video.width, plan.video.height, best),
                 best_score=max((float(t.scores[t.observed].max()) for t in ts if t.observed.any()), default=0.0),
                 low_confidence=bool(ts) and all(plan.is_weak(t.track_id) for t in ts),
+                spread=spread,
+                disagree=spread >= limit,
             )
         )
     out.sort(key=lambda s: (s.first_frame < 0, s.first_frame, s.identity_id))
@@ -243,7 +272,7 @@ def format_table(summaries: Sequence[IdentitySummary]) -> str:
     """A plain-text table, one line per identity, for the terminal (``deid-edit faces``)."""
     if not summaries:
         return "no faces found"
-    head = ("id", "label", "action", "screen s", "frames", "shots", "tracks", "score", "first seen", "at")
+    head = ("id", "label", "action", "screen s", "frames", "shots", "tracks", "score", "first seen", "at", "check")
     rows = [
         (
             str(s.identity_id),
@@ -256,6 +285,7 @@ def format_table(summaries: Sequence[IdentitySummary]) -> str:
             f"{s.best_score:.2f}" + (" low" if s.low_confidence else ""),
             s.first_timecode,
             s.first_clock,
+            f"tracks disagree ({s.spread:.2f})" if s.disagree else "",
         )
         for s in summaries
     ]
@@ -419,6 +449,8 @@ def _draw_row(sheet: np.ndarray, layout: SheetLayout, row: int, s: IdentitySumma
         (f"first {s.first_timecode}", TEXT, False),
         (f"      {s.first_clock}", DIM_TEXT, False),
     ]
+    if s.disagree:
+        lines.insert(2, (f"CHECK: tracks disagree ({s.spread:.2f})", ANON_COLOR, True))
     inner = layout.row_height - 2 * (b + 2)
     step = max(9, inner // len(lines))
     scale = min(0.5, step / 36.0)
@@ -503,7 +535,8 @@ def write_contact_sheet(
                 times[frame.index] = ft - t0
             for row, slot, box in wanted.get(frame.index, ()):
                 crop = cv2.cvtColor(viewable(face_crop(frame.image, box, thumb)), cv2.COLOR_RGB2BGR)
-                _paste(sheets[row // rows_per_page], layout, row % rows_per_page, slot, crop, timecode(frame.index, rate))
+                shot = next((sh.index for sh in plan.shots if frame.index in sh), 0)
+                _paste(sheets[row // rows_per_page], layout, row % rows_per_page, slot, crop, f"s{shot} {timecode(frame.index, rate)}")
                 if slot == 0:
                     path = out / _thumb_file(summaries[row].identity_id)
                     _write_png(path, cv2.cvtColor(viewable(face_crop(frame.image, box, large)), cv2.COLOR_RGB2BGR))
@@ -556,3 +589,77 @@ def _box_at(tracks: Sequence[Track], frame: int) -> np.ndarray | None:
         j = frame - t.start
         found.append((float(t.scores[j]) + (1.0 if t.observed[j] else 0.0), np.asarray(t.boxes[j], np.float64)))
     return max(found, key=lambda x: x[0])[1] if found else None
+
+
+# -- who stays visible -------------------------------------------------------------------------
+
+
+def kept_lines(plan: Plan, report: SelectionReport, photos: Sequence[str] = ()) -> list[str]:
+    """What a selection leaves visible, for the terminal: kept tracks per identity with screen
+    time, tracks of a kept identity anonymized anyway (and why), photos that matched nobody."""
+    step = frame_duration(plan.video)
+    by_id = {t.track_id: t for t in plan.tracks}
+    kept = [c for c in report.choices if c.kept]
+    frames = {f for c in kept for f in by_id[c.track_id].frames.tolist()}
+    total = plan.video.frame_count * step
+    share = f" ({float(len(frames) * step / total):.0%} of the video)" if total > 0 else ""
+    idents = sorted({c.identity_id for c in kept})
+    lines = [
+        f"kept visible: {_count(len(kept), 'track')} of {_count(len(idents), 'identity')}, "
+        f"{float(len(frames) * step):.1f} s on screen{share}"
+        if kept
+        else "kept visible: nobody (every face is anonymized)"
+    ]
+    for n in idents:
+        mine = [c for c in kept if c.identity_id == n]
+        secs = len({f for c in mine for f in by_id[c.track_id].frames.tolist()}) * step
+        tracks = ", ".join(f"{c.track_id} (shot {by_id[c.track_id].shot_index}, {clock(by_id[c.track_id].start * step)})" for c in mine)
+        lines.append(f"  person {n}: {float(secs):.1f} s, tracks {tracks}; {mine[0].reason}")
+    for c in report.dropped():
+        lines.append(f"  anonymized although linked to kept person {c.identity_id}: track {c.track_id}: {c.reason}")
+    for p in report.unmatched_photos:
+        name = photos[p] if p < len(photos) else f"photo {p + 1}"
+        close = report.closest[p] if p < len(report.closest) else float("inf")
+        lines.append(f"  {name}: matches no face in the video (closest {close:.2f})")
+    return lines
+
+
+def write_kept_sheet(
+    video: str | os.PathLike[str], plan: Plan, track_ids: Sequence[int], path: str | os.PathLike[str], thumb: int = 128
+) -> Path:
+    """``path``: one thumbnail per kept track (its best detected face; track, identity, shot and
+    time under it), so an editor sees before publishing exactly who is not anonymized."""
+    by_id = {t.track_id: t for t in plan.tracks}
+    tracks = [by_id[t] for t in track_ids if t in by_id]
+    per_row, gap, band = 8, 6, 34
+    rows = max(1, (len(tracks) + per_row - 1) // per_row)
+    width = gap + per_row * (thumb + gap)
+    sheet = np.full((44 + rows * (thumb + band + gap), width, 3), SHEET_BG, np.uint8)
+    title = f"{Path(video).name}: {_count(len(tracks), 'track')} left visible" if tracks else f"{Path(video).name}: nobody left visible"
+    _put(sheet, title, (gap + 4, 28), 0.6, TEXT, width - 12, True)
+    wanted: dict[int, list[int]] = {}  # frame -> kept tracks shown from it
+    for k, t in enumerate(tracks):
+        wanted.setdefault(int(choose_best([t], plan.video.width, plan.video.height, 1)[0]), []).append(k)
+    step = frame_duration(plan.video)
+    ident = {tid: i.identity_id for i in plan.identities for tid in i.track_ids}
+    if wanted:
+        reader = VideoReader(video)
+        try:
+            plan.check_video(reader.info)
+            last = max(wanted)
+            for frame in reader.frames():
+                for k in wanted.get(frame.index, ()):
+                    t = tracks[k]
+                    crop = cv2.cvtColor(viewable(face_crop(frame.image, t.boxes[frame.index - t.start], thumb)), cv2.COLOR_RGB2BGR)
+                    x, y = gap + (k % per_row) * (thumb + gap), 44 + (k // per_row) * (thumb + band + gap)
+                    sheet[y : y + thumb, x : x + thumb] = crop
+                    cv2.rectangle(sheet, (x - 2, y - 2), (x + thumb + 1, y + thumb + 1), KEEP_COLOR, 2)
+                    _put(sheet, f"track {t.track_id}, id {ident.get(t.track_id, -1)}", (x, y + thumb + 14), 0.4, TEXT, thumb)
+                    _put(sheet, f"shot {t.shot_index}, {clock(t.start * step)}", (x, y + thumb + 29), 0.4, DIM_TEXT, thumb)
+                if frame.index >= last:
+                    break
+        finally:
+            reader.close()
+    out = Path(path)
+    _write_png(out, sheet)
+    return out

@@ -476,6 +476,26 @@ def _agreeing(
         why.pop(k, None)
 
 
+def _clique(
+    seed: int, members: Sequence[int], dist: np.ndarray, together: np.ndarray, reliable: Sequence[int], threshold: float
+) -> set[int]:
+    """The tracks of ``members`` that agree with ``seed`` and with each other: grown closest first,
+    a track joins when it is within ``threshold`` of EVERY track already in, seen with none of
+    them, and closer to them than to anyone known to be someone else. An identity built by complete
+    linkage is such a set already; a hand-edited or older plan may hold two people, and then only
+    one of them (the core's) is kept."""
+    agreed = [seed]
+    rel = np.zeros(len(dist), bool)
+    rel[list(reliable)] = True
+    for k in sorted((m for m in members if m != seed), key=lambda m: float(dist[m, seed])):
+        worst = float(dist[k, agreed].max())
+        others = (together[agreed].any(axis=0) | together[k]) & rel
+        others[agreed] = False
+        if worst < threshold and not together[k, agreed].any() and (not others.any() or worst < float(dist[k, others].min())):
+            agreed.append(k)
+    return set(agreed)
+
+
 def select(
     identities: Sequence[Identity],
     tracks: Sequence[Track],
@@ -543,15 +563,14 @@ def select(
             medoid = min(core, key=lambda k: (float(dist[k, core].sum()), -tracks[k].embed_samples))
             for k in core:
                 ref_of[k], dist_ref[k] = -1 - ident.identity_id, float(dist[k, medoid])
-            cands = [k for k in core if dist_ref[k] < cfg.link_threshold]
-            decided = _keep_tracks(cands, ref_of, dist_ref, dist, together, reliable)
+            agreed = _clique(medoid, core, dist, together, reliable, cfg.link_threshold)
             for k in members:
                 if k not in reliable:
                     why[k] = "not identifiable (too small, dark or turned): cannot be checked against the identity"
-                elif decided.get(k, None) == "":
+                elif k in agreed:
                     keep[k] = f"agrees with identity {ident.identity_id} ({dist_ref[k]:.2f} from its core)"
                 else:
-                    why[k] = decided.get(k) or f"disagrees with identity {ident.identity_id} ({dist_ref[k]:.2f} from its core)"
+                    why[k] = f"disagrees with identity {ident.identity_id}'s core ({dist_ref[k]:.2f}) or another kept track"
     if sel.only_photos or sel.only_ids:
         hide: set[int] = set()
         if refs is not None:

@@ -289,18 +289,58 @@ def plan_recognizer(plan: Plan) -> str:
     return str(plan.config.get("identity", {}).get("recognizer", "exact"))
 
 
+SelectionHook = Callable[[Plan, SelectionReport], None]
+
+
 def apply_selection(
-    plan: Plan, selection: Selection | None, cfg: IdentityConfig | None = None, refs: np.ndarray | None = None
+    plan: Plan,
+    selection: Selection | None,
+    cfg: IdentityConfig | None = None,
+    refs: np.ndarray | None = None,
+    on_selection: SelectionHook | None = None,
 ) -> tuple[Plan, SelectionReport | None]:
-    """The plan with each identity's action set from --keep/--only (photos or ids), failing closed."""
+    """The plan with --keep/--only (photos or ids) decided per track, failing closed
+    (``identities.select``); ``on_selection`` hears what stays visible."""
     if not selection:
         return plan, None
     cfg = cfg or IdentityConfig()
     if refs is None:
         refs = selection_references(selection, plan_recognizer(plan))
     identities, report = select(plan.identities, plan.tracks, selection, cfg, refs)
-    log.info("kept identities %s; anonymized %s (%d not identifiable)", report.kept, report.anonymized, len(report.unreliable))
-    return replace(plan, identities=tuple(identities)), report
+    photos = selection.keep_photos or selection.only_photos
+    for p in report.unmatched_photos:
+        log.warning(
+            "%s: matches no face in the video (closest %.2f, a match needs < %.2f)%s",
+            photos[p],
+            report.closest[p],
+            cfg.keep_threshold if selection.keep_photos else cfg.only_threshold,
+            "; nobody is kept by it" if selection.keep_photos else "",
+        )
+    log.info("kept tracks %s of identities %s", report.kept_tracks(), report.kept)
+    plan = replace(plan, identities=tuple(identities))
+    if on_selection is not None:
+        on_selection(plan, report)
+    return plan, report
+
+
+def reusable_plan(video: Path, path: str | os.PathLike[str], cfg: AnalyzeConfig) -> Plan | None:
+    """The saved plan at ``path`` when it was made for ``video`` (size and fingerprint) with the
+    same detection, shot, tracking and identity settings; None otherwise (analyze again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        plan = load_plan(path)
+        plan.check_video(probe(video))
+    except DeidError as exc:
+        log.info("%s: not reused (%s)", path, exc)
+        return None
+    wanted = json.loads(json.dumps(cfg.to_dict()))  # as stored: tuples are lists
+    if any(plan.config.get(k) != wanted[k] for k in ("detect", "shots", "track", "identity")):
+        log.info("%s: made with other analysis settings; analyzing again", path)
+        return None
+    log.info("%s: reusing this plan (same file, same settings)", path)
+    return plan
 
 
 def render(
@@ -312,6 +352,7 @@ def render(
     progress: ProgressSink | None = None,
     selection: Selection | None = None,
     encode_thread: bool = True,
+    on_selection: SelectionHook | None = None,
 ) -> Path:
     """Anonymize ``video`` following ``plan`` into ``output`` (atomic; input untouched).
 
@@ -326,7 +367,7 @@ def render(
     if not isinstance(plan, Plan):
         plan = load_plan(plan)
     check_output(video, output, ecfg.force)
-    plan, _ = apply_selection(plan, selection)
+    plan, _ = apply_selection(plan, selection, on_selection=on_selection)
     info = probe(video)
     plan.check_video(info)
     anonymizer = get_anonymizer(rcfg.mode)
@@ -389,8 +430,13 @@ def run(
     plan_out: str | os.PathLike[str] | None = None,
     detector: FaceDetector | None = None,
     selection: Selection | None = None,
+    on_selection: SelectionHook | None = None,
+    reuse_plan: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, Plan]:
-    """Analyze then render; returns the output path and the plan used."""
+    """Analyze then render; returns the output path and the plan used.
+
+    ``reuse_plan``: a plan file (e.g. the one ``deid-edit faces`` saved) used instead of a second
+    analysis when it was made for this very file with the same analysis settings."""
     video = Path(video)
     out = Path(output) if output else default_output(video)
     ecfg = encode_cfg or EncodeConfig()
@@ -399,9 +445,14 @@ def run(
     model_file = getattr(get_anonymizer((render_cfg or RenderConfig()).mode), "model_file", None)
     if model_file is not None:
         model_file(render_cfg)  # and an anonymizer whose model is missing (cloak)
-    refs = selection_references(selection, (analyze_cfg or AnalyzeConfig()).identity.recognizer)  # bad photos fail before the long analysis
-    plan = analyze(video, analyze_cfg, progress, detector)
-    plan, _ = apply_selection(plan, selection, (analyze_cfg or AnalyzeConfig()).identity, refs)
+    acfg = analyze_cfg or AnalyzeConfig()
+    refs = selection_references(selection, acfg.identity.recognizer)  # bad photos fail before the long analysis
+    plan = reusable_plan(video, reuse_plan, acfg) if reuse_plan else None
+    if plan is not None and selection:
+        select(plan.identities, plan.tracks, replace(selection, keep_photos=(), only_photos=()), acfg.identity)  # unknown ids fail now
+    if plan is None:
+        plan = analyze(video, analyze_cfg, progress, detector)
+    plan, _ = apply_selection(plan, selection, acfg.identity, refs, on_selection)
     if plan_out:
         save_plan(plan, plan_out)
     return render(video, plan, out, render_cfg, ecfg, progress), plan
@@ -434,6 +485,7 @@ class BatchItem:
     seconds: float
     faces: int
     error: str = ""
+    kept: str = ""  # with --keep/--only: the tracks left visible ("" without a selection)
 
 
 def batch(
@@ -444,6 +496,7 @@ def batch(
     encode_cfg: EncodeConfig | None = None,
     jobs: int = 1,
     progress_for: Callable[[Path], ProgressSink] | None = None,
+    selection: Selection | None = None,
 ) -> list[BatchItem]:
     """Run every video under ``in_dir`` into the mirrored tree under ``out_dir``.
 
@@ -457,6 +510,7 @@ def batch(
     files = [p for p in sorted(src.rglob("*")) if p.is_file() and dst.resolve() not in p.resolve().parents and is_video_file(p)]
     ecfg = encode_cfg or EncodeConfig()
     acfg = analyze_cfg or AnalyzeConfig()
+    selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
     detector = create_detector(acfg.detect)
 
     def one(path: Path) -> BatchItem:
@@ -468,8 +522,26 @@ def batch(
             return BatchItem(str(path), str(target), "skipped", 0.0, 0)
         try:
             progress = progress_for(path) if progress_for else None
-            _, plan = run(path, target, acfg, render_cfg, replace(ecfg, force=True), progress, detector=detector)
-            return BatchItem(str(path), str(target), "ok", round(time.monotonic() - t0, 2), len(plan.identities))
+            heard: dict[str, object] = {}
+            _, plan = run(
+                path,
+                target,
+                acfg,
+                render_cfg,
+                replace(ecfg, force=True),
+                progress,
+                detector=detector,
+                selection=selection,
+                on_selection=lambda p, r: heard.update(plan=p, report=r),
+            )
+            kept = ""
+            report = heard.get("report")
+            if isinstance(report, SelectionReport):
+                from .faces import write_kept_sheet
+
+                write_kept_sheet(path, plan, report.kept_tracks(), target.with_name(target.name + ".kept.png"))
+                kept = " ".join(map(str, report.kept_tracks())) or "none"
+            return BatchItem(str(path), str(target), "ok", round(time.monotonic() - t0, 2), len(plan.identities), kept=kept)
         except DeidError as exc:
             log.error("%s", exc)
             return BatchItem(str(path), str(target), "failed", round(time.monotonic() - t0, 2), 0, str(exc))
@@ -488,7 +560,7 @@ def write_summary(out_dir: Path, items: list[BatchItem]) -> None:
     rows = [item.__dict__ for item in items]
     (out_dir / f"{SUMMARY}.json").write_text(json.dumps({"files": rows}, indent=1))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["file", "output", "status", "seconds", "faces", "error"])
+    w = csv.DictWriter(buf, fieldnames=["file", "output", "status", "seconds", "faces", "error", "kept"])
     w.writeheader()
     w.writerows(rows)
     (out_dir / f"{SUMMARY}.csv").write_text(buf.getvalue())

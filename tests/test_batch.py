@@ -54,3 +54,29 @@ def test_batch_tree(sample_clip, vfr_clip, tmp_path, capsys):
     summary = {r["file"].split("in/")[1]: r["status"] for r in json.loads((out / "deid-edit-summary.json").read_text())["files"]}
     assert summary == {"day1/cam/a.mp4": "skipped", "day2/b.mov.bin": "skipped", "day2/c.mp4": "ok"}
     assert (out / "day1" / "cam" / "a.mp4").stat().st_mtime_ns == before
+
+
+def test_batch_keep_photo_applies_per_file(sample_clip, tmp_path):
+    """--keep in a batch: each file decides per track as 'run' does; the summary lists the kept
+    tracks and each output gets its OUT.kept.png; a photo without a face stops the batch first."""
+    import cv2
+    import numpy as np
+
+    from deid_edit.sample import GRACE_HOPPER, photo_path
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sample_clip[0], src / "a.mp4")
+    out = tmp_path / "out"
+    code = run_cli(
+        "batch", str(src), "-o", str(out), "--progress", "none", "--preset", "ultrafast", "--keep", str(photo_path(GRACE_HOPPER))
+    )
+    assert code == 0
+    (row,) = json.loads((out / "deid-edit-summary.json").read_text())["files"]
+    assert row["status"] == "ok" and row["kept"] not in ("", "none"), row
+    assert cv2.imread(str(out / "a.mp4.kept.png")) is not None
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((200, 200, 3), 127, np.uint8))
+    code = run_cli("batch", str(src), "-o", str(tmp_path / "out2"), "--progress", "none", "--keep", str(wall))
+    assert code != 0 and not (tmp_path / "out2" / "a.mp4").exists()
+    assert run_cli("batch", str(src), "-o", str(tmp_path / "out3"), "--keep-identity", "1") == 2

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from click.testing import CliRunner
 from conftest import decoded
@@ -166,6 +167,10 @@ def test_run_keep_photo_keeps_only_that_person(sample_clip, tmp_path):
         "none",
     )
     assert r.exit_code == 0, r.output
+    # the editor is told who stays visible, and sees it
+    assert "kept visible: 1 track of 1 identity" in r.output and "matches photo 1" in r.output, r.output
+    sheet = cv2.imread(str(tmp_path / "keep.mp4.kept.png"))
+    assert sheet is not None and sheet.shape[0] > 128
     with av.open(str(out)) as c:
         for i, frame in enumerate(c.decode(video=0)):
             img = frame.to_ndarray(format="rgb24").astype(int)

@@ -197,9 +197,9 @@ def test_runner_reports_the_cli_error_message(tmp_path):
     [
         ("import sys; sys.stderr.write('deid-edit: error: boom\\n'); sys.exit(1)", "deid-edit: error: boom"),
         ("import sys; sys.exit(130)", "interrupted"),
-        ("print('{\"stage\": \"detect\", \"done\": 1, \"total\": 2}')", "exited with code 0"),
-        ("print('{\"stage\": \"done\", \"output\": \"/no/such/file.mp4\", \"faces\": 1}')", "does not exist"),
-        ("import sys; print('{\"stage\": \"done\", \"output\": \"EXISTING\"}'); sys.exit(1)", "exited with code 1"),
+        ('print(\'{"stage": "detect", "done": 1, "total": 2}\')', "exited with code 0"),
+        ('print(\'{"stage": "done", "output": "/no/such/file.mp4", "faces": 1}\')', "does not exist"),
+        ('import sys; print(\'{"stage": "done", "output": "EXISTING"}\'); sys.exit(1)', "exited with code 1"),
     ],
 )
 def test_runner_never_takes_a_missing_output_for_success(tmp_path, code, message):

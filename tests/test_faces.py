@@ -21,6 +21,7 @@ from deid_edit.detect import create_detector
 from deid_edit.errors import ConfigError, PlanError
 from deid_edit.faces import (
     ANON_COLOR,
+    BEST_PER_IDENTITY,
     KEEP_COLOR,
     UNASSIGNED,
     SheetLayout,
@@ -74,7 +75,7 @@ def test_summaries_match_the_plan(plan, sample_clip):
         assert s.first_frame == min(frames)
         assert s.label == by_id[s.identity_id].label and s.action == "anonymize"
         observed = {int(f) for t in tracks for f, o in zip(t.frames, t.observed) if o}
-        assert 1 <= len(s.best_frames) <= 6 and len(set(s.best_frames)) == len(s.best_frames)
+        assert 1 <= len(s.best_frames) <= BEST_PER_IDENTITY and len(set(s.best_frames)) == len(s.best_frames)
         assert set(s.best_frames) <= observed, "interpolated samples must not be shown as the face"
     first, second = summaries
     assert (first.first_frame, second.first_frame) == (0, truth.cut_frame)
@@ -87,7 +88,7 @@ def test_summaries_match_the_plan(plan, sample_clip):
 
 def test_contact_sheet_and_thumbnails_show_the_faces(plan, sample_clip, tmp_path, detector):
     sheet_path, summaries = write_contact_sheet(sample_clip[0], plan, tmp_path / "faces")
-    layout = SheetLayout(6, 112)
+    layout = SheetLayout(BEST_PER_IDENTITY, 112)
     sheet = cv2.imread(str(sheet_path))
     assert sheet_path == tmp_path / "faces" / "contact_sheet.png"
     assert sheet.shape == (layout.height(2), layout.width, 3)

@@ -112,8 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     quantize(src, args.out, cal)
     stats = compare(src, args.out, held)
     print(f"wrote {args.out} (sha256 {sha256_of(args.out)}), calibrated on {len(cal)} chips")
-    print(f"vs float32 on {len(held)} held-out chips: cosine min {stats['cos_min']:.5f} mean {stats['cos_mean']:.6f}, "
-          f"L2 mean {stats['l2_mean']:.4f} max {stats['l2_max']:.4f}")
+    print(
+        f"vs float32 on {len(held)} held-out chips: cosine min {stats['cos_min']:.5f} mean {stats['cos_mean']:.6f}, "
+        f"L2 mean {stats['l2_mean']:.4f} max {stats['l2_max']:.4f}"
+    )
     return 0
 
 
