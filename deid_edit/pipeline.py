@@ -448,7 +448,12 @@ def run(
     acfg = analyze_cfg or AnalyzeConfig()
     refs = selection_references(selection, acfg.identity.recognizer)  # bad photos fail before the long analysis
     plan = reusable_plan(video, reuse_plan, acfg) if reuse_plan else None
-    if plan is not None and selection:
+    if selection and (selection.keep_ids or selection.only_ids):
+        if plan is None:  # ids of an analysis nobody has seen mean nothing
+            raise InputError(
+                f"{video}: --keep-identity/--only-identity name identities of a saved plan, and there is no plan "
+                f"made for this file with these settings; run 'deid-edit faces {video}' first and choose from its sheet"
+            )
         select(plan.identities, plan.tracks, replace(selection, keep_photos=(), only_photos=()), acfg.identity)  # unknown ids fail now
     if plan is None:
         plan = analyze(video, analyze_cfg, progress, detector)

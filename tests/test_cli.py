@@ -190,3 +190,36 @@ def test_weak_hits_flag_reaches_the_tracker(sample_clip, tmp_path):
     assert plan.config["track"]["weak_hits"] == 0 and plan.tracks
     r = invoke("analyze", str(src), "-o", str(tmp_path / "q.json"), "--weak-hits", "-1", "--progress", "none")
     assert r.exit_code == 2 and "--weak-hits" in r.output and not (tmp_path / "q.json").exists()
+
+
+def test_faces_saves_the_plan_and_run_reuses_it(sample_clip, tmp_path, capsys):
+    """'faces' saves VIDEO.deid.json; 'run --keep-identity N' then uses it (no second analysis,
+    unknown ids refused before anything runs); without a plan, ids are refused before analysis."""
+    import shutil
+
+    from deid_edit.cli import main
+
+    def call(*args: str) -> tuple[int, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        got = capsys.readouterr()
+        return code, got.out + got.err
+
+    src = tmp_path / "clip.mp4"
+    shutil.copy(sample_clip[0], src)
+    code, out = call("run", str(src), "--keep-identity", "0", "--progress", "none")
+    assert code == 1 and "deid-edit faces" in out and not (tmp_path / "clip.anon.mp4").exists(), out
+    code, out = call("faces", str(src), "--progress", "none")
+    assert code == 0, out
+    saved = tmp_path / "clip.mp4.deid.json"
+    assert saved.is_file()
+    code, out = call("run", str(src), "--keep-identity", "7", "--progress", "none")
+    assert code == 1 and "identity 7 is not in the plan" in out, out
+    stamp = saved.stat().st_mtime_ns
+    code, out = call("-v", "run", str(src), "--keep-identity", "0", "--mode", "solid", "--progress", "none")
+    assert code == 0, out
+    assert "reusing this plan" in out and "kept visible: 1 track" in out, out
+    assert saved.stat().st_mtime_ns == stamp and (tmp_path / "clip.anon.mp4.kept.png").is_file()
