@@ -335,6 +335,11 @@ class SelectionReport:
 # In a reference photo, faces at least this fraction of the largest one's size count as people the
 # user may mean; a second such face makes the photo ambiguous (an error, not a guess).
 PHOTO_FACE_SHARE = 1 / 3
+# Below these a reference photo draws a warning: small or turned faces give descriptors that sit
+# near other people's (a 60-px half-hidden crop of one man on friends_coldopen_6people matched
+# another man at 0.50, the keep threshold).
+PHOTO_GOOD_SIDE = 80
+PHOTO_GOOD_FRONTALITY = 0.35
 
 
 def photo_face(spec: str) -> tuple[Path, int | None]:
@@ -384,12 +389,23 @@ def reference_descriptors(
         if choice is not None and not 1 <= choice <= len(faces):
             raise InputError(f"{photo}: face {choice} asked for, but the photo has {len(faces)}; use 1-{len(faces)}, counted from the left")
         i = int(faces[(choice or 1) - 1])
+        side, front = float(sides[i]), float(frontality(det.landmarks[i : i + 1], 1)[0])  # boxes are in photo pixels
+        if side < PHOTO_GOOD_SIDE or front < PHOTO_GOOD_FRONTALITY:
+            log.warning(
+                "%s: the face is %s; a match from it is less sure (a front-facing face of %d px or more works best)",
+                photo,
+                f"small ({side:.0f} px)" if side < PHOTO_GOOD_SIDE else "turned away",
+                PHOTO_GOOD_SIDE,
+            )
         out.append(embedder.embed(align_faces(rgb, det.landmarks[i : i + 1]))[0])  # type: ignore[attr-defined]
     return np.stack(out)
 
 
 def _reliable(t: Track, cfg: IdentityConfig) -> bool:
     return t.embedding is not None and t.embed_samples >= cfg.min_samples
+
+
+CLASH_MARGIN = 0.05  # L2; closer calls than this between two people seen together keep neither
 
 
 def _keep_tracks(
@@ -399,6 +415,7 @@ def _keep_tracks(
     dist: np.ndarray,
     together: np.ndarray,
     reliable: Sequence[int],
+    ids: Sequence[int],
 ) -> dict[int, str]:
     """Which candidate tracks stay visible; the others with the reason (index -> reason or "").
 
@@ -407,14 +424,19 @@ def _keep_tracks(
     kept track of the same photo is anonymized. (2) A kept track must be closer to its photo than
     to any identifiable track known to be someone else (seen in a frame with a kept track of that
     photo, or with the track itself): a son who resembles his father's photo still resembles his
-    brother, who stood beside the father, more.
+    brother, who stood beside the father, more. Two tracks seen together that match a photo within
+    ``CLASH_MARGIN`` of each other are both anonymized: the photo cannot tell them apart.
     """
     kept: list[int] = []
     why: dict[int, str] = {}
     for i in sorted(cands, key=lambda i: dist_ref[i]):
         clash = [k for k in kept if ref_of[k] == ref_of[i] and together[i, k]]
         if clash:
-            why[i] = f"seen in the same frame as a closer match (track index {clash[0]})"
+            why[i] = f"seen in the same frame as a closer match (track {ids[clash[0]]})"
+            for k in clash:
+                if dist_ref[i] - dist_ref[k] < CLASH_MARGIN:  # two people match the photo about as well: keep neither
+                    kept.remove(k)
+                    why[k] = f"seen in the same frame as an equally close match (track {ids[i]}): the photo cannot tell them apart"
         else:
             kept.append(i)
     rel = np.zeros(len(dist), bool)
@@ -426,7 +448,7 @@ def _keep_tracks(
         if others.any():
             j = int(np.flatnonzero(others)[np.argmin(dist[i, others])])
             if dist[i, j] <= dist_ref[i]:
-                why[i] = f"closer to someone else (track index {j}: {dist[i, j]:.2f}) than to the photo ({dist_ref[i]:.2f})"
+                why[i] = f"closer to someone else (track {ids[j]}: {dist[i, j]:.2f}) than to the photo ({dist_ref[i]:.2f})"
     for i in kept:
         why.setdefault(i, "")
     return why
@@ -539,7 +561,7 @@ def select(
     why: dict[int, str] = {}  # track index -> reason it is anonymized
     if sel.keep_photos and refs is not None:
         cands = [k for k in reliable if dist_ref[k] < cfg.keep_threshold]
-        for k, reason in _keep_tracks(cands, ref_of, dist_ref, dist, together, reliable).items():
+        for k, reason in _keep_tracks(cands, ref_of, dist_ref, dist, together, reliable, [t.track_id for t in tracks]).items():
             if reason:
                 why[k] = reason
             else:

@@ -140,6 +140,9 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
             self._errors.append(f"{label}: the scene or its sequence editor is gone")
             return
         output = result.output or task.output
+        sheet = result.summary.get("kept_sheet")
+        if sheet:  # --keep/--only: who is NOT anonymized must be seen before publishing
+            self.report({"WARNING"}, f"{label}: faces left visible on purpose are shown in {sheet}; check it before publishing")
         for name in task.key:
             original = compat.strips_all(editor).get(name)
             if original is None:  # deleted or renamed while the CLI ran

@@ -318,6 +318,11 @@ def run_cli(argv_prefix, source, output, config, on_progress=None):
         stage = event.get("stage")
         if stage == "done":
             done = event
+        elif stage == "kept":  # --keep/--only: say who stays visible, in Resolve's Console
+            for line in event.get("lines") or []:
+                log(f"{os.path.basename(source)}: {line}")
+            if event.get("sheet"):
+                log(f"{os.path.basename(source)}: faces left visible on purpose: {event['sheet']} (check it before publishing)")
         elif stage == "error":
             error = event.get("message")
         elif on_progress is not None and "done" in event and "total" in event:
