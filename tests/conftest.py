@@ -24,6 +24,19 @@ def footage(name: str) -> Path:
     return path
 
 
+def cli_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run deid-edit in-process through ``main`` (the exit-code contract); (code, stdout, stderr)."""
+    from deid_edit.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

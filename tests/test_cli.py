@@ -197,16 +197,11 @@ def test_faces_saves_the_plan_and_run_reuses_it(sample_clip, tmp_path, capsys):
     unknown ids refused before anything runs); without a plan, ids are refused before analysis."""
     import shutil
 
-    from deid_edit.cli import main
+    from conftest import cli_main
 
     def call(*args: str) -> tuple[int, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        got = capsys.readouterr()
-        return code, got.out + got.err
+        code, out, err = cli_main(capsys, *args)
+        return code, out + err
 
     src = tmp_path / "clip.mp4"
     shutil.copy(sample_clip[0], src)

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import opentimelineio as otio
 import pytest
+from conftest import cli_main
 from opentimelineio.url_utils import filepath_from_url
 
 from deid_edit import load_plan
@@ -23,15 +24,7 @@ NTSC_FRAMES = 12
 NTSC_TIMECODE = "01:00:00;00"  # drop frame: 107892 frames at 29.97
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run deid-edit in-process through ``main`` (the exit-code contract); (code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+cli = cli_main
 
 
 def make_ntsc_clip(path: Path) -> None:
