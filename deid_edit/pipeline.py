@@ -448,6 +448,8 @@ def run(
     acfg = analyze_cfg or AnalyzeConfig()
     refs = selection_references(selection, acfg.identity.recognizer)  # bad photos fail before the long analysis
     plan = reusable_plan(video, reuse_plan, acfg) if reuse_plan else None
+    if plan is not None:  # the analysis is reused, never earlier choices: 'run' keeps only whom its flags name
+        plan = replace(plan, identities=tuple(replace(i, action="anonymize") for i in plan.identities))
     if selection and (selection.keep_ids or selection.only_ids):
         if plan is None:  # ids of an analysis nobody has seen mean nothing
             raise InputError(

@@ -218,3 +218,11 @@ def test_faces_saves_the_plan_and_run_reuses_it(sample_clip, tmp_path, capsys):
     assert code == 0, out
     assert "reusing this plan" in out and "kept visible: 1 track" in out, out
     assert saved.stat().st_mtime_ns == stamp and (tmp_path / "clip.anon.mp4.kept.png").is_file()
+    # choices left in the saved plan (an editor's "keep") are not reused by 'run': only its flags choose
+    data = json.loads(saved.read_text())
+    for ident in data["identities"]:
+        ident["action"] = "keep"
+    saved.write_text(json.dumps(data))
+    code, out = call("run", str(src), "-o", str(tmp_path / "all.mp4"), "--progress", "json")
+    done = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and done["stage"] == "done" and done["kept"] == 0, out
