@@ -66,6 +66,7 @@ from .embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, align_faces, chip_tr
 from .errors import ConfigError, InputError, ModelError
 from .faces import clock
 from .io.decode import VideoReader
+from .io.metadata import findings as metadata_findings
 from .pipeline import analyze
 from .plan import Plan, frac_str
 from .track import greedy_match, iou_matrix
@@ -127,13 +128,15 @@ class AuditReport:
     heads_flat: int = 0  # head samples too flat (dark, featureless) to show a change
     heads_uncovered: tuple[UncoveredHead, ...] = ()  # heads the copy leaves (mostly) unchanged
     sheet: str | None = None  # PNG of the uncovered heads, original beside copy
+    metadata: tuple[str, ...] = ()  # tags and streams of the copy that can locate or identify the source (io.metadata)
 
     @property
     def ok(self) -> bool:
-        """True when no face leaked, no head was left uncovered and every detected face could be
-        checked. Heads found only at low detector scores ("maybe no face") are listed for a person
-        to look at but do not fail the audit on their own."""
-        return not self.leaks and self.faces_unchecked == 0 and not self.sure_uncovered
+        """True when no face leaked, no head was left uncovered, every detected face could be
+        checked and the copy carries no identifying metadata. Heads found only at low detector
+        scores ("maybe no face") are listed for a person to look at but do not fail the audit on
+        their own."""
+        return not self.leaks and self.faces_unchecked == 0 and not self.sure_uncovered and not self.metadata
 
     @property
     def sure_uncovered(self) -> tuple[UncoveredHead, ...]:
@@ -192,6 +195,7 @@ class AuditReport:
                 for h in self.heads_uncovered
             ],
             "sheet": self.sheet,
+            "metadata": list(self.metadata),
             "identity_source": "plan" if self.with_plan else "track",
             "time_offset": frac_str(self.time_offset),
             "identities": [
@@ -230,8 +234,10 @@ class AuditReport:
         else:
             lines.append(
                 f"  NOT OK: {len(self.leaks)} leaked face-frames, {len(self.sure_uncovered)} uncovered heads, "
-                f"{self.faces_unchecked} unchecked (exit code {EXIT_LEAK})"
+                f"{self.faces_unchecked} unchecked, {len(self.metadata)} identifying metadata entries (exit code {EXIT_LEAK})"
             )
+        if self.metadata:
+            lines.append(f"  metadata that can locate or identify the source: {', '.join(self.metadata)}")
         lines.append(
             f"  {self.heads_checked} head-frames checked pixel by pixel (a head is uncovered when the copy keeps its facial "
             f"detail, correlation >= {KEPT_DETAIL:g}){f'; {self.heads_flat} too flat to tell' if self.heads_flat else ''}"
@@ -710,6 +716,7 @@ def audit(
         heads_flat=head_check.flat if head_check else 0,
         heads_uncovered=tuple(head_check.uncovered) if head_check else (),
         sheet=None if written is None else str(written),
+        metadata=tuple(metadata_findings(anonymized)),
     )
 
 

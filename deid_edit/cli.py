@@ -155,6 +155,12 @@ def encode_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--preset", help="Encoder preset, e.g. veryfast, medium, slow."),
         click.option("--force", is_flag=True, default=None, help="Overwrite an existing output."),
         click.option(
+            "--keep-metadata",
+            is_flag=True,
+            default=None,
+            help="Copy every tag, subtitle, data stream, chapter and attachment (default: only what playback and editing need).",
+        ),
+        click.option(
             "--progress",
             "progress_kind",
             type=click.Choice(["bar", "json", "none"]),
@@ -242,9 +248,28 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     )
     extra = _write_otio(otio_path, video, out, plan, rcfg.mode, save_plan, ecfg.force)
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
+    removed = _tell_metadata(video, ecfg.keep_metadata, progress_kind)
     kept = sum(1 for i in plan.identities if i.action == "keep")
-    _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count, **extra)
+    _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count, metadata_removed=removed, **extra)
     _echo_otio(progress_kind, extra)
+
+
+def _tell_metadata(video: Path, kept: bool, kind: str) -> list[str]:
+    """One line: what of the source's metadata the output leaves out (or that all was copied);
+    returns it for the "done" event."""
+    from .io.metadata import removed_by_default
+
+    removed = removed_by_default(video)
+    if kind == "json":
+        return [] if kept else removed
+    if kept:
+        line = f"metadata: copied as in the source (--keep-metadata){': ' + ', '.join(removed) if removed else ''}"
+    elif removed:
+        line = f"metadata removed ({len(removed)}): {', '.join(removed)}"
+    else:
+        line = "metadata: nothing identifying in the source"
+    click.echo(line, err=True)
+    return [] if kept else removed
 
 
 def _tell_kept(video: Path, out: Path, heard: dict[str, Any], selection: Any, progress: ProgressSink, kind: str) -> dict[str, str]:
@@ -349,7 +374,8 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
         plan = heard.get("plan") or load_plan(plan_file)  # the markers show who this render kept
         extra = _write_otio(otio_path, video, out, plan, rcfg.mode, plan_file, ecfg.force)
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
-    _finish(progress, progress_kind, out, **extra)
+    removed = _tell_metadata(video, ecfg.keep_metadata, progress_kind)
+    _finish(progress, progress_kind, out, metadata_removed=removed, **extra)
     _echo_otio(progress_kind, extra)
 
 

@@ -208,12 +208,17 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """Output video codec settings; audio and other streams are always copied."""
+    """Output video codec settings, and what else of the source the output carries.
+
+    Audio is always copied; by default nothing that could locate or identify the source
+    (``io.metadata``); ``keep_metadata`` copies every tag, subtitle, data stream, chapter and
+    attachment the output container accepts."""
 
     codec: str | None = None  # None: the input's codec when encodable, else H.264
     crf: int | None = None
     preset: str | None = None
     force: bool = False
+    keep_metadata: bool = False
 
     def __post_init__(self) -> None:
         if self.crf is not None:

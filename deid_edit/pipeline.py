@@ -42,6 +42,7 @@ from .identities import (
 )
 from .io.decode import VideoReader, open_input, probe, upright_k
 from .io.encode import OUTPUT_FORMATS, check_codec, open_writer
+from .io.metadata import removed_by_default
 from .plan import Plan, load_plan, save_plan
 from .progress import NullProgress, ProgressSink
 from .render import get_anonymizer
@@ -241,7 +242,8 @@ def analyze(
         detections=tuple(detections),
         tracks=tuple(tracks),
         identities=tuple(identities),
-        config={**cfg.to_dict(), "detection_scale": scale, "provider": detector.provider},
+        # what a default render leaves out of this source (io.metadata): the plan records it
+        config={**cfg.to_dict(), "detection_scale": scale, "provider": detector.provider, "metadata_removed": removed_by_default(video)},
         generator=f"deid-edit {__version__}",
     )
 

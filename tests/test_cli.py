@@ -89,7 +89,9 @@ def test_progress_json_contract(sample_clip, tmp_path):
         "faces": events[-1]["faces"],
         "kept": 0,
         "frames": sample_clip[1].frame_count,
+        "metadata_removed": events[-1]["metadata_removed"],  # what the output left out of the source
     }
+    assert isinstance(events[-1]["metadata_removed"], list)
 
 
 def test_progress_json_error_line(tmp_path):

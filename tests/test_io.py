@@ -162,14 +162,20 @@ def _subtitle_packets(path: Path) -> list[bytes]:
 
 
 def test_subtitles_copied_where_the_container_allows(sample_clip, tmp_path):
+    """Subtitles can name people or carry GPS: left out by default, copied with --keep-metadata
+    where the container can hold them."""
+    from deid_edit.config import EncodeConfig
+
     src = _with_subtitles(sample_clip[0], tmp_path / "subs.mkv")
     assert len(_subtitle_packets(src)) == 2
     plan = analyze(src)
-    mkv = render(src, plan, tmp_path / "out.mkv")
+    assert _subtitle_packets(render(src, plan, tmp_path / "plain.mkv")) == []
+    keep = EncodeConfig(keep_metadata=True)
+    mkv = render(src, plan, tmp_path / "out.mkv", encode_cfg=keep)
     assert _subtitle_packets(mkv) == _subtitle_packets(src)
     assert_kept(src, mkv)
     # MP4 cannot hold ASS: the subtitles are dropped with a warning, video and audio still exact
-    mp4 = render(src, plan, tmp_path / "out.mp4")
+    mp4 = render(src, plan, tmp_path / "out.mp4", encode_cfg=keep)
     assert _subtitle_packets(mp4) == []
     assert decoded(mp4)["audio_packets"] == decoded(src)["audio_packets"]
 

@@ -3,8 +3,10 @@
 ``VideoWriter`` writes to a temporary file beside the target and renames it only on success, so
 the final path never holds a half-written video. It keeps what an editor relies on: coded size
 (never padded), every frame's pts in the source time base (VFR stays VFR), display rotation,
-sample aspect ratio, colour tags, and every audio/subtitle/data stream the container accepts as a
-bit-exact packet copy. ``io.threaded.ThreadedWriter`` runs a VideoWriter's calls in order on one
+sample aspect ratio, colour tags, the start timecode, and the audio as a bit-exact packet copy;
+nothing that could locate or identify the source (``io.metadata``) unless ``--keep-metadata`` asks
+for every tag, subtitle, data stream, chapter and attachment the container accepts. The output's
+permissions follow the umask, like any new file. ``io.threaded.ThreadedWriter`` runs a VideoWriter's calls in order on one
 background thread, so render does not wait for colour conversion, encoding and muxing. Previous
 stage: render.
 """
@@ -25,6 +27,7 @@ from av.video.frame import PictureType
 from ..config import EncodeConfig
 from ..errors import ConfigError, EncodeError
 from ..types import VideoInfo
+from .metadata import COPIED_STREAM_TYPES, KEPT_STREAM_TAGS, KEPT_VIDEO_TAGS
 
 if TYPE_CHECKING:
     from .threaded import ThreadedWriter
@@ -136,6 +139,50 @@ def resolve_codec(cfg: EncodeConfig, info: VideoInfo, container_format: str) -> 
     return name, pix_fmt, options
 
 
+# tags the MOV/MP4 muxer writes in its own atoms (ffmpeg movenc: udta/ilst), plus the brands it sets itself
+_MOV_NATIVE_TAGS = frozenset(
+    [
+        "title",
+        "author",
+        "artist",
+        "album_artist",
+        "composer",
+        "album",
+        "date",
+        "comment",
+        "genre",
+        "copyright",
+        "grouping",
+        "lyrics",
+        "description",
+        "synopsis",
+        "show",
+        "episode_id",
+        "network",
+        "keywords",
+        "location",
+        "creation_time",
+        "encoder",
+        "track",
+        "disc",
+        "compilation",
+        "major_brand",
+        "minor_version",
+        "compatible_brands",
+    ]
+)
+
+
+def _umask() -> int:
+    """The process umask (read once, at import, while nothing else runs: reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 def temp_path_for(target: Path) -> Path:
     """A unique temporary path beside ``target`` (same filesystem, so rename is atomic)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
@@ -157,17 +204,22 @@ class VideoWriter:
         self.target = Path(target)
         self.tmp = temp_path_for(self.target)
         self.info = info
+        self.keep_metadata = cfg.keep_metadata
         self._closed = False
         src_v = source.streams.video[0]
         fmt = _container_format(self.target)
         try:
-            self.out = av.open(str(self.tmp), mode="w", format=fmt)
+            # keys the MOV/MP4 muxer has no atom for (com.apple.quicktime.*, make, model) it writes
+            # only as mdta keys, with use_metadata_tags
+            dns = cfg.keep_metadata and fmt in ("mov", "mp4") and any(k not in _MOV_NATIVE_TAGS for k in source.metadata)
+            self.out = av.open(str(self.tmp), mode="w", format=fmt, options={"movflags": "use_metadata_tags"} if dns else None)
         except av.FFmpegError as exc:
             self._discard()
             raise EncodeError(f"{self.target}: cannot create output ({exc}); check the folder") from exc
         try:
             self.codec, self.pix_fmt, options = resolve_codec(cfg, info, self.out.format.name)
-            self.out.metadata.update({k: v for k, v in source.metadata.items() if k != "encoder"})
+            if cfg.keep_metadata:
+                self.out.metadata.update({k: v for k, v in source.metadata.items() if k != "encoder"})
             self.video = self._add_video(src_v, options)
             self.stream_map: dict[int, av.stream.Stream] = {}
             if copy_other_streams:
@@ -200,15 +252,24 @@ class VideoWriter:
             stream.set_display_rotation(info.rotation)
         # "timecode": the source's start timecode; MOV/MP4 muxers write it as a tmcd track, which
         # editors need to place the render where the original sits (and the OTIO hand-off reads)
-        for key in ("language", "handler_name", "timecode"):
-            if key in src_v.metadata:
-                stream.metadata[key] = src_v.metadata[key]
+        for key, value in src_v.metadata.items():
+            if key in KEPT_VIDEO_TAGS or self.keep_metadata and key != "encoder":
+                stream.metadata[key] = value
         return stream
 
     def _add_copies(self, source: av.container.InputContainer) -> None:
-        """Copy every non-video stream the output container accepts; warn about the rest."""
+        """Copy the audio (and with ``keep_metadata`` every other stream, chapter and attachment the
+        output container accepts); warn about the rest."""
         for s in source.streams:
             if s.type == "video" and s.index == source.streams.video[0].index:
+                continue
+            if not self.keep_metadata and s.type not in COPIED_STREAM_TYPES:
+                log.info(
+                    "%s: %s stream #%d left out (it can locate or name people; --keep-metadata copies it)", self.info.path, s.type, s.index
+                )
+                continue
+            if s.type == "attachment" and isinstance(s, av.stream.AttachmentStream):
+                self.out.add_attachment(s.name or f"attachment{s.index}", s.mimetype or "application/octet-stream", bytes(s.data))
                 continue
             if s.type not in ("audio", "subtitle", "data") or s.codec_context is None and s.type != "data":
                 log.warning("%s: stream #%d (%s) is not copied", self.info.path, s.index, s.type)
@@ -218,10 +279,17 @@ class VideoWriter:
                 continue
             try:
                 out_s = self.out.add_stream_from_template(s)
-                out_s.metadata.update(s.metadata)
+                out_s.metadata.update(s.metadata if self.keep_metadata else {k: v for k, v in s.metadata.items() if k in KEPT_STREAM_TAGS})
                 self.stream_map[s.index] = out_s
             except (av.FFmpegError, ValueError, TypeError) as exc:
                 log.warning("%s: stream #%d (%s) cannot be copied to %s: %s", self.info.path, s.index, s.type, self.target.suffix, exc)
+        if self.keep_metadata:
+            try:
+                chapters = list(source.chapters())
+                if chapters:
+                    self.out.set_chapters(chapters)
+            except (AttributeError, av.FFmpegError, ValueError) as exc:
+                log.warning("%s: chapters cannot be copied to %s: %s", self.info.path, self.target.suffix, exc)
         try:
             self.out.start_encoding()
         except av.FFmpegError as exc:
@@ -299,6 +367,7 @@ class VideoWriter:
             self.abort()
             raise EncodeError(f"{self.target}: finishing the file failed ({exc}); check free disk space") from exc
         self._closed = True
+        os.chmod(self.tmp, 0o666 & ~UMASK)  # mkstemp made it private; the output is readable like any new file
         os.replace(self.tmp, self.target)
         return self.target
 
@@ -346,7 +415,9 @@ def open_writer(
     except _RetryWithoutStreams:
         writer = VideoWriter(target, source, info, cfg, copy_other_streams=False)
         for s in source.streams.audio:
-            writer.stream_map[s.index] = writer.out.add_stream_from_template(s)
+            out_s = writer.out.add_stream_from_template(s)
+            out_s.metadata.update(s.metadata if cfg.keep_metadata else {k: v for k, v in s.metadata.items() if k in KEPT_STREAM_TAGS})
+            writer.stream_map[s.index] = out_s
     if not threaded:
         return writer
     from .threaded import ThreadedWriter  # the module builds on VideoWriter, so imported here
