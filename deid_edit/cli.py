@@ -223,13 +223,19 @@ def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> No
 @encode_options
 @verbosity_options
 def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
-    """Analyze and anonymize VIDEO in one go."""
+    """Analyze and anonymize VIDEO (or a photo: JPEG, PNG, WebP, TIFF, HEIC) in one go."""
+    from .photo import is_photo
     from .pipeline import default_output
     from .pipeline import run as run_pipeline
 
     selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    if is_photo(video):
+        if otio_path or save_plan:
+            raise click.UsageError("--otio and --save-plan are for videos; a photo is anonymized in one go")
+        _run_photo(video, output or default_output(video), acfg, rcfg, ecfg, selection, progress_kind)
+        return
     if otio_path:
         _check_otio(otio_path, ecfg.force, video, output or default_output(video))
     progress = make_progress(progress_kind)
@@ -252,6 +258,38 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     kept = sum(1 for i in plan.identities if i.action == "keep")
     _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count, metadata_removed=removed, **extra)
     _echo_otio(progress_kind, extra)
+
+
+def _run_photo(photo: Path, out: Path, acfg: Any, rcfg: Any, ecfg: Any, selection: Any, progress_kind: str) -> None:
+    """``run`` on a still photo: the same modes, selection and reports as a video."""
+    from .photo import photo_metadata, run_photo
+
+    progress = make_progress(progress_kind)
+    heard: dict[str, Any] = {}
+    removed = [] if ecfg.keep_metadata else photo_metadata(photo)
+    out, plan, _ = run_photo(photo, out, acfg, rcfg, ecfg, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
+    extra = _tell_kept_photo(out, heard, selection, progress, progress_kind)
+    if progress_kind != "json":
+        click.echo(
+            f"metadata removed ({len(removed)}): {', '.join(removed)}" if removed else "metadata: nothing identifying removed", err=True
+        )
+    kept = sum(1 for i in plan.identities if i.action == "keep")
+    _finish(progress, progress_kind, out, faces=len(plan.tracks), kept=kept, frames=1, metadata_removed=removed, **extra)
+
+
+def _tell_kept_photo(out: Path, heard: dict[str, Any], selection: Any, progress: ProgressSink, kind: str) -> dict[str, str]:
+    """After --keep/--only on a photo: who stays visible (no sheet: the photo itself shows them)."""
+    if "report" not in heard:
+        return {}
+    from .faces import kept_lines
+
+    lines = kept_lines(heard["plan"], heard["report"], selection.keep_photos or selection.only_photos)
+    if kind == "json":
+        progress.event("kept", tracks=list(heard["report"].kept_tracks()), identities=list(heard["report"].kept), lines=lines)
+    else:
+        for line in lines:
+            click.echo(line, err=True)
+    return {}
 
 
 def _tell_metadata(video: Path, kept: bool, kind: str) -> list[str]:
@@ -470,6 +508,25 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
 
     progress = make_progress(progress_kind)
     default_plan = video.with_name(video.name + ".deid.json")
+    from .photo import is_photo
+
+    if is_photo(video) and not plan_path:  # a photo: its faces as the run would see them
+        import tempfile
+
+        from .photo import photo_plan, upright_copy
+
+        with tempfile.TemporaryDirectory() as tmp:
+            upright = upright_copy(video, Path(tmp) / "photo.png")
+            from .photo import load_photo
+
+            plan = photo_plan(upright, load_photo(upright)[0], AnalyzeConfig())
+            sheet, summaries = write_contact_sheet(
+                upright, plan, out_dir or video.with_name(video.stem + ".faces"), per_row=per_row, thumb=thumb
+            )
+        if progress_kind != "json":
+            click.echo(format_table(summaries))
+        _finish(progress, progress_kind, sheet, faces=len(summaries))
+        return
     if plan_path or default_plan.is_file():
         plan = load_plan(plan_path or default_plan)
     else:
@@ -518,7 +575,18 @@ def audit(
     plan = load_plan(plan_path) if plan_path else None
     kwargs = {"threshold": threshold} if threshold is not None else {}
     sheet = sheet or anonymized.with_name(anonymized.name + ".audit.png")
-    report = run_audit(original, anonymized, plan=plan, progress=progress, sheet=sheet, **kwargs)
+    from .photo import is_photo, photo_metadata, upright_copy
+
+    if is_photo(original) and is_photo(anonymized):  # compared as viewers see them (EXIF orientation applied)
+        import tempfile
+        from dataclasses import replace
+
+        with tempfile.TemporaryDirectory() as tmp:
+            a, b = upright_copy(original, Path(tmp) / "original.png"), upright_copy(anonymized, Path(tmp) / "anonymized.png")
+            report = run_audit(a, b, plan=plan, progress=progress, sheet=sheet, **kwargs)
+        report = replace(report, original=str(original), anonymized=str(anonymized), metadata=tuple(photo_metadata(anonymized)))
+    else:
+        report = run_audit(original, anonymized, plan=plan, progress=progress, sheet=sheet, **kwargs)
     if json_out:
         json_out.write_text(json.dumps(report.to_json(), indent=1))
     if progress_kind == "json":

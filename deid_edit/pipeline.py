@@ -516,7 +516,13 @@ def batch(
     if not src.is_dir():
         raise InputError(f"{src}: not a folder; give the folder holding the videos")
     dst.mkdir(parents=True, exist_ok=True)
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and dst.resolve() not in p.resolve().parents and is_video_file(p)]
+    from .photo import is_photo, run_photo
+
+    files = [
+        p
+        for p in sorted(src.rglob("*"))
+        if p.is_file() and dst.resolve() not in p.resolve().parents and (is_photo(p) and not p.name.startswith(".") or is_video_file(p))
+    ]
     ecfg = encode_cfg or EncodeConfig()
     acfg = analyze_cfg or AnalyzeConfig()
     selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
@@ -524,7 +530,7 @@ def batch(
 
     def one(path: Path) -> BatchItem:
         target = dst / path.relative_to(src)
-        if target.suffix.lower() not in OUTPUT_FORMATS:  # a video under an odd name: write MP4
+        if target.suffix.lower() not in OUTPUT_FORMATS and not is_photo(path):  # a video under an odd name: write MP4
             target = target.with_name(target.name + ".mp4")
         t0 = time.monotonic()
         if target.is_file() and not ecfg.force:
@@ -532,6 +538,10 @@ def batch(
         try:
             progress = progress_for(path) if progress_for else None
             heard: dict[str, object] = {}
+            if is_photo(path):
+                _, plan, report = run_photo(path, target, acfg, render_cfg, replace(ecfg, force=True), selection)
+                kept = "" if report is None else " ".join(map(str, report.kept_tracks())) or "none"
+                return BatchItem(str(path), str(target), "ok", round(time.monotonic() - t0, 2), len(plan.tracks), kept=kept)
             _, plan = run(
                 path,
                 target,
