@@ -126,15 +126,21 @@ def test_identifying_metadata_is_left_out_and_kept_on_request(name, tmp_path, ca
     assert "metadata that can locate" not in out_text
 
 
-def test_a_data_stream_is_left_out(tmp_path, capsys):
-    """Telemetry in a data stream (KLV/GPMF-like, here in MPEG-TS) never reaches the output. FFmpeg's
-    MP4/MOV/MKV muxers cannot carry a data stream without a codec, so --keep-metadata cannot either."""
+def test_a_data_stream_is_left_out_and_kept_on_request(tmp_path, capsys):
+    """Telemetry in a data stream (KLV-like, in MPEG-TS) never reaches the output by default; with
+    --keep-metadata a .ts output carries it. (FFmpeg's MP4/MOV/MKV muxers cannot write a data
+    stream without a codec, such as Apple's mebx or GoPro's GPMF: there it is always left out.)"""
     src = craft(tmp_path / "telemetry.ts", data=True)
     assert "37.42" in everything(src) and "data stream #1" in removed_by_default(src)
-    out = tmp_path / "anon.mkv"
-    code, _, err = cli_main(capsys, "run", str(src), "-o", str(out), "--progress", "none")
+    for name in ("anon.ts", "anon.mkv"):
+        out = tmp_path / name
+        code, _, err = cli_main(capsys, "run", str(src), "-o", str(out), "--progress", "none")
+        assert code == 0, err
+        assert "37.42" not in everything(out) and findings(out) == []
+    kept = tmp_path / "kept.ts"
+    code, _, err = cli_main(capsys, "run", str(src), "-o", str(kept), "--keep-metadata", "--progress", "none")
     assert code == 0, err
-    assert "37.42" not in everything(out) and findings(out) == []
+    assert "37.42" in everything(kept) and findings(kept)
 
 
 def test_plan_records_what_is_removed(tmp_path):

@@ -274,8 +274,9 @@ class VideoWriter:
             if s.type not in ("audio", "subtitle", "data") or s.codec_context is None and s.type != "data":
                 log.warning("%s: stream #%d (%s) is not copied", self.info.path, s.index, s.type)
                 continue
-            if s.type == "data" and (s.codec_context is None or s.codec_context.name in (None, "none")):
-                log.info("%s: data stream #%d has no codec the output can carry; skipped", self.info.path, s.index)
+            bare = s.type == "data" and (s.codec_context is None or s.codec_context.name in (None, "none"))
+            if bare and self.out.format.name != "mpegts":  # only MPEG-TS carries codec-less data (KLV, telemetry)
+                log.info("%s: data stream #%d has no codec the output can carry (only .ts can); skipped", self.info.path, s.index)
                 continue
             try:
                 out_s = self.out.add_stream_from_template(s)
@@ -394,7 +395,16 @@ class _RetryWithoutStreams(Exception):
         self.dropped = dropped
 
 
-OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".mxf": "mxf", ".avi": "avi"}
+OUTPUT_FORMATS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".mxf": "mxf",
+    ".avi": "avi",
+    ".ts": "mpegts",
+}
 
 
 def _container_format(target: Path) -> str:
@@ -402,7 +412,7 @@ def _container_format(target: Path) -> str:
     ext = target.suffix.lower()
     if ext in OUTPUT_FORMATS:
         return OUTPUT_FORMATS[ext]
-    raise ConfigError(f"output {target}: unknown extension {ext!r}; use .mp4, .mov, .mkv, .webm, .mxf or .avi")
+    raise ConfigError(f"output {target}: unknown extension {ext!r}; use .mp4, .mov, .mkv, .webm, .mxf, .avi or .ts")
 
 
 def open_writer(
