@@ -46,6 +46,12 @@ PHOTO_SUFFIXES = {
 }
 SMALL_PHOTO = 1600  # long side below which a second pass at 2x finds faces under ~20 px
 ORIENTATION = 0x0112
+# TIFF/EXIF tags that describe the pixels, not where, when, with what or by whom they were taken
+# (baseline TIFF layout, resolution, orientation, colour; TIFF files carry them as "EXIF" too)
+_STRUCTURAL_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 274, 277, 278, 279, 280, 281, 282, 283, 284, 290, 291, 296, 297}
+    | {317, 318, 319, 320, 321, 322, 323, 324, 325, 338, 339, 340, 341, 530, 531, 532, 34675}
+)
 
 
 def is_photo(path: Path) -> bool:
@@ -240,7 +246,7 @@ def photo_metadata(path: str | os.PathLike[str]) -> list[str]:
     with Image.open(p) as img:
         found = []
         exif = img.getexif()
-        tags = [k for k in exif if k != ORIENTATION]
+        tags = [k for k in exif if k not in _STRUCTURAL_TAGS]
         if tags or exif.get_ifd(0x8825):
             found.append(f"EXIF ({len(tags)} tags{', GPS' if exif.get_ifd(0x8825) else ''})")
         for key in ("xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc"):

@@ -226,3 +226,22 @@ def test_heic_in_heic_out(tmp_path, capsys):
     assert Image.open(out).format == "HEIF" and photo_metadata(src) and photo_metadata(out) == []
     ys, xs = inner(FACE)
     assert (np.abs(pixels(out)[ys, xs] - [255, 0, 255]).max(axis=2) < 40).mean() > 0.9
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".webp"])
+def test_tiff_and_webp_same_format_out(suffix, tmp_path, capsys):
+    """TIFF and WebP: written back in their format, the device tag gone, the layout tags TIFF
+    needs not mistaken for identifying metadata (the audit passes)."""
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    src = tmp_path / f"cam{suffix}"
+    Image.fromarray(load_photo(photo_path(GRACE_HOPPER))).save(src, exif=exif.tobytes())
+    assert photo_metadata(src)
+    out = tmp_path / f"cam.anon{suffix}"
+    code, _, err = cli_main(capsys, "run", str(src), "-o", str(out), "--mode", "solid", "--color", "255,0,255", "--progress", "none")
+    assert code == 0, err
+    assert Image.open(out).format == Image.open(src).format and photo_metadata(out) == []
+    ys, xs = inner(FACE)
+    assert (np.abs(pixels(out)[ys, xs] - [255, 0, 255]).max(axis=2) < 40).mean() > 0.9
+    code, text, _ = cli_main(capsys, "audit", str(src), str(out), "--progress", "none")
+    assert code == 0, text
