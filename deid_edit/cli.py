@@ -266,8 +266,8 @@ def _run_photo(photo: Path, out: Path, acfg: Any, rcfg: Any, ecfg: Any, selectio
 
     progress = make_progress(progress_kind)
     heard: dict[str, Any] = {}
-    removed = [] if ecfg.keep_metadata else photo_metadata(photo)
     out, plan, _ = run_photo(photo, out, acfg, rcfg, ecfg, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
+    removed = [] if ecfg.keep_metadata else photo_metadata(photo)  # after the run: an unreadable photo fails there, clearly
     extra = _tell_kept_photo(out, heard, selection, progress, progress_kind)
     if progress_kind != "json":
         click.echo(
@@ -295,9 +295,15 @@ def _tell_kept_photo(out: Path, heard: dict[str, Any], selection: Any, progress:
 def _tell_metadata(video: Path, kept: bool, kind: str) -> list[str]:
     """One line: what of the source's metadata the output leaves out (or that all was copied);
     returns it for the "done" event."""
+    import av
+
     from .io.metadata import removed_by_default
 
-    removed = removed_by_default(video)
+    try:
+        removed = removed_by_default(video)
+    except (OSError, av.FFmpegError) as exc:  # the render is done; only the report is missing
+        log.warning("%s: cannot list its metadata (%s)", video, exc)
+        return []
     if kind == "json":
         return [] if kept else removed
     if kept:

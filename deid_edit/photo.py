@@ -238,12 +238,16 @@ def run_photo(
 def photo_metadata(path: str | os.PathLike[str]) -> list[str]:
     """What a photo carries that could locate or identify its source: EXIF (GPS, device, dates),
     XMP, IPTC, comments, PNG text chunks (the ICC colour profile is not among them)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     if p.suffix.lower() in (".heic", ".heif"):
         _heif()
-    with Image.open(p) as img:
+    try:
+        img = Image.open(p)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{p}: not a readable photo ({exc}); give a JPEG, PNG, WebP, TIFF or HEIC file") from exc
+    with img:
         found = []
         exif = img.getexif()
         tags = [k for k in exif if k not in _STRUCTURAL_TAGS]
