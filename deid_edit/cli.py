@@ -262,45 +262,27 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
 
 def _run_photo(photo: Path, out: Path, acfg: Any, rcfg: Any, ecfg: Any, selection: Any, progress_kind: str) -> None:
     """``run`` on a still photo: the same modes, selection and reports as a video."""
-    from .photo import photo_metadata, run_photo
+    from .photo import run_photo
 
     progress = make_progress(progress_kind)
     heard: dict[str, Any] = {}
     out, plan, _ = run_photo(photo, out, acfg, rcfg, ecfg, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
-    removed = [] if ecfg.keep_metadata else photo_metadata(photo)  # after the run: an unreadable photo fails there, clearly
-    extra = _tell_kept_photo(out, heard, selection, progress, progress_kind)
-    if progress_kind != "json":
-        click.echo(
-            f"metadata removed ({len(removed)}): {', '.join(removed)}" if removed else "metadata: nothing identifying removed", err=True
-        )
+    extra = _tell_kept(photo, out, heard, selection, progress, progress_kind, sheet=False)
+    removed = _tell_metadata(photo, ecfg.keep_metadata, progress_kind)  # after the run: an unreadable photo fails there, clearly
     kept = sum(1 for i in plan.identities if i.action == "keep")
     _finish(progress, progress_kind, out, faces=len(plan.tracks), kept=kept, frames=1, metadata_removed=removed, **extra)
 
 
-def _tell_kept_photo(out: Path, heard: dict[str, Any], selection: Any, progress: ProgressSink, kind: str) -> dict[str, str]:
-    """After --keep/--only on a photo: who stays visible (no sheet: the photo itself shows them)."""
-    if "report" not in heard:
-        return {}
-    from .faces import kept_lines
-
-    lines = kept_lines(heard["plan"], heard["report"], selection.keep_photos or selection.only_photos)
-    if kind == "json":
-        progress.event("kept", tracks=list(heard["report"].kept_tracks()), identities=list(heard["report"].kept), lines=lines)
-    else:
-        for line in lines:
-            click.echo(line, err=True)
-    return {}
-
-
 def _tell_metadata(video: Path, kept: bool, kind: str) -> list[str]:
-    """One line: what of the source's metadata the output leaves out (or that all was copied);
-    returns it for the "done" event."""
+    """One line: what of the source's metadata (a video's tags and streams, a photo's EXIF, XMP
+    and text) the output leaves out, or that all was copied; returns it for the "done" event."""
     import av
 
     from .io.metadata import removed_by_default
+    from .photo import is_photo, photo_metadata
 
     try:
-        removed = removed_by_default(video)
+        removed = photo_metadata(video) if is_photo(video) else removed_by_default(video)
     except (OSError, av.FFmpegError) as exc:  # the render is done; only the report is missing
         log.warning("%s: cannot list its metadata (%s)", video, exc)
         return []
@@ -316,22 +298,27 @@ def _tell_metadata(video: Path, kept: bool, kind: str) -> list[str]:
     return [] if kept else removed
 
 
-def _tell_kept(video: Path, out: Path, heard: dict[str, Any], selection: Any, progress: ProgressSink, kind: str) -> dict[str, str]:
-    """After a render with --keep/--only: say who stays visible and write OUT.kept.png."""
+def _tell_kept(
+    video: Path, out: Path, heard: dict[str, Any], selection: Any, progress: ProgressSink, kind: str, sheet: bool = True
+) -> dict[str, str]:
+    """After a render with --keep/--only: say who stays visible and (for a video) write
+    OUT.kept.png; a photo shows them itself."""
     if "report" not in heard:
         return {}
     from .faces import kept_lines, write_kept_sheet
 
     plan, report = heard["plan"], heard["report"]
-    sheet = write_kept_sheet(video, plan, report.kept_tracks(), out.with_name(out.name + ".kept.png"))
+    path = write_kept_sheet(video, plan, report.kept_tracks(), out.with_name(out.name + ".kept.png")) if sheet else None
     lines = kept_lines(plan, report, selection.keep_photos or selection.only_photos)
     if kind == "json":
-        progress.event("kept", tracks=list(report.kept_tracks()), identities=list(report.kept), lines=lines, sheet=str(sheet))
+        extra = {"sheet": str(path)} if path else {}
+        progress.event("kept", tracks=list(report.kept_tracks()), identities=list(report.kept), lines=lines, **extra)
     else:
         for line in lines:
             click.echo(line, err=True)
-        click.echo(f"  faces left visible: {sheet}", err=True)
-    return {"kept_sheet": str(sheet)}
+        if path:
+            click.echo(f"  faces left visible: {path}", err=True)
+    return {"kept_sheet": str(path)} if path else {}
 
 
 def _check_otio(otio_path: Path, force: bool, *videos: Path) -> None:

@@ -414,7 +414,7 @@ def _keep_tracks(
     dist_ref: dict[int, float],
     dist: np.ndarray,
     together: np.ndarray,
-    reliable: Sequence[int],
+    rel: np.ndarray,
     ids: Sequence[int],
 ) -> dict[int, str]:
     """Which candidate tracks stay visible; the others with the reason (index -> reason or "").
@@ -439,12 +439,8 @@ def _keep_tracks(
                     why[k] = f"seen in the same frame as an equally close match (track {ids[i]}): the photo cannot tell them apart"
         else:
             kept.append(i)
-    rel = np.zeros(len(dist), bool)
-    rel[list(reliable)] = True
     for i in list(kept):
-        same_photo = [k for k in kept if ref_of[k] == ref_of[i]]
-        others = (together[same_photo].any(axis=0) | together[i]) & rel
-        others[same_photo] = False
+        others = _known_others([k for k in kept if ref_of[k] == ref_of[i]], i, together, rel)
         if others.any():
             j = int(np.flatnonzero(others)[np.argmin(dist[i, others])])
             if dist[i, j] <= dist_ref[i]:
@@ -454,6 +450,43 @@ def _keep_tracks(
     return why
 
 
+def _known_others(group: Sequence[int], k: int, together: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Mask of identifiable tracks known to be someone else than ``group`` + ``k``'s person if they
+    are one: seen in a frame with a track of the group, or with ``k`` itself."""
+    others = (together[list(group)].any(axis=0) | together[k]) & rel
+    others[list(group)] = False
+    return others
+
+
+def _grow(
+    group: list[int], cands: Sequence[int], dist: np.ndarray, together: np.ndarray, rel: np.ndarray, threshold: float
+) -> list[tuple[int, float]]:
+    """Grow ``group`` (in place) with the ``cands`` that agree with EVERY track in it, closest first.
+
+    A candidate joins when its largest distance to the group is under ``threshold``, it is seen
+    with no track of the group, and it is closer to the group than to anyone known to be someone
+    else (``_known_others``). One joins per pass and then counts, so the next must agree with it
+    too. Returns the tracks added, with that largest distance."""
+    added: list[tuple[int, float]] = []
+    left = [k for k in cands if k not in group]
+    while left:
+        best: tuple[float, int] | None = None
+        for k in left:
+            if together[k, group].any():
+                continue
+            agree = float(dist[k, group].max())
+            others = _known_others(group, k, together, rel)
+            if agree < threshold and (not others.any() or agree < float(dist[k, others].min())) and (best is None or agree < best[0]):
+                best = (agree, k)
+        if best is None:
+            break
+        agree, k = best
+        group.append(k)
+        left.remove(k)
+        added.append((k, agree))
+    return added
+
+
 def _agreeing(
     core: dict[int, str],
     why: dict[int, str],
@@ -461,61 +494,29 @@ def _agreeing(
     dist_ref: dict[int, float],
     dist: np.ndarray,
     together: np.ndarray,
-    reliable: Sequence[int],
+    rel: np.ndarray,
     cfg: IdentityConfig,
 ) -> dict[int, str]:
     """Tracks of the same person as a photo's core that the photo alone does not reach.
 
     A photo from another day, light or age sits farther from the video than the video's own
     tracks sit from each other (friends_coldopen_6people: Monica's tracks are 0.36-0.55 from her
-    photo). A track joins when it agrees with EVERY core track of that photo (within
-    ``link_threshold``, the bar identities use), is still within ``only_threshold`` of the photo,
-    is never seen with a core track, and is closer to every core track than to anyone known to be
-    someone else (seen with a core track or with it). One track joins per pass, the closest
-    first; it then counts as core, so the next must agree with it too.
+    photo). Per photo, its core grows (``_grow``) with tracks that agree with every track of it
+    within ``link_threshold`` (the bar identities use) and are still within ``only_threshold`` of
+    the photo; a track already refused as seen with a closer match never joins.
     """
     added: dict[int, str] = {}
-    rel = np.zeros(len(dist), bool)
-    rel[list(reliable)] = True
-    while True:
-        best: tuple[float, int] | None = None
-        for k in reliable:
-            if k in core or k in added or k in why and why[k].startswith("seen in the same frame"):
-                continue
-            mates = [c for c in (*core, *added) if ref_of.get(c) == ref_of[k]]
-            if not mates or dist_ref[k] >= cfg.only_threshold or together[k, mates].any():
-                continue
-            agree = float(dist[k, mates].max())
-            others = (together[mates].any(axis=0) | together[k]) & rel
-            others[mates] = False
-            fits = agree < cfg.link_threshold and (not others.any() or agree < float(dist[k, others].min()))
-            if fits and (best is None or agree < best[0]):
-                best = (agree, k)
-        if best is None:
-            return added
-        agree, k = best
-        added[k] = f"agrees with the tracks that match photo {ref_of[k] + 1} (all within {agree:.2f}; photo {dist_ref[k]:.2f})"
-        why.pop(k, None)
-
-
-def _clique(
-    seed: int, members: Sequence[int], dist: np.ndarray, together: np.ndarray, reliable: Sequence[int], threshold: float
-) -> set[int]:
-    """The tracks of ``members`` that agree with ``seed`` and with each other: grown closest first,
-    a track joins when it is within ``threshold`` of EVERY track already in, seen with none of
-    them, and closer to them than to anyone known to be someone else. An identity built by complete
-    linkage is such a set already; a hand-edited or older plan may hold two people, and then only
-    one of them (the core's) is kept."""
-    agreed = [seed]
-    rel = np.zeros(len(dist), bool)
-    rel[list(reliable)] = True
-    for k in sorted((m for m in members if m != seed), key=lambda m: float(dist[m, seed])):
-        worst = float(dist[k, agreed].max())
-        others = (together[agreed].any(axis=0) | together[k]) & rel
-        others[agreed] = False
-        if worst < threshold and not together[k, agreed].any() and (not others.any() or worst < float(dist[k, others].min())):
-            agreed.append(k)
-    return set(agreed)
+    for p in sorted({ref_of[c] for c in core}):
+        group = [c for c in core if ref_of[c] == p]
+        cands = [
+            k
+            for k in np.flatnonzero(rel).tolist()
+            if ref_of.get(k) == p and dist_ref[k] < cfg.only_threshold and not why.get(k, "").startswith("seen in the same frame")
+        ]
+        for k, agree in _grow(group, cands, dist, together, rel, cfg.link_threshold):
+            added[k] = f"agrees with the tracks that match photo {p + 1} (all within {agree:.2f}; photo {dist_ref[k]:.2f})"
+            why.pop(k, None)
+    return added
 
 
 def select(
@@ -548,25 +549,28 @@ def select(
     index = {t.track_id: k for k, t in enumerate(tracks)}
     ident_of = {index[t]: ident.identity_id for ident in identities for t in ident.track_ids if t in index}
     reliable = [k for k, t in enumerate(tracks) if _reliable(t, cfg)]
+    rel = np.zeros(len(tracks), bool)
+    rel[reliable] = True
     dist = descriptor_distances(tracks)
     together = seen_together(tracks)
     refs = references if references is not None and len(references) else None
     dist_ref: dict[int, float] = {}
     ref_of: dict[int, int] = {}
-    if refs is not None:
-        for k in reliable:
-            d = np.linalg.norm(refs - tracks[k].embedding, axis=1)
-            ref_of[k], dist_ref[k] = int(np.argmin(d)), float(np.min(d))
+    to_photo = np.zeros((0 if refs is None else len(refs), len(reliable)))  # photo x identifiable track
+    if refs is not None and reliable:
+        to_photo = np.linalg.norm(refs[:, None, :] - np.stack([tracks[k].embedding for k in reliable])[None], axis=2)  # type: ignore[misc]
+        for col, k in enumerate(reliable):
+            ref_of[k], dist_ref[k] = int(np.argmin(to_photo[:, col])), float(np.min(to_photo[:, col]))
     keep: dict[int, str] = {}  # track index -> reason it is kept
     why: dict[int, str] = {}  # track index -> reason it is anonymized
     if sel.keep_photos and refs is not None:
         cands = [k for k in reliable if dist_ref[k] < cfg.keep_threshold]
-        for k, reason in _keep_tracks(cands, ref_of, dist_ref, dist, together, reliable, [t.track_id for t in tracks]).items():
+        for k, reason in _keep_tracks(cands, ref_of, dist_ref, dist, together, rel, [t.track_id for t in tracks]).items():
             if reason:
                 why[k] = reason
             else:
                 keep[k] = f"matches photo {ref_of[k] + 1} ({dist_ref[k]:.2f})"
-        keep.update(_agreeing(keep, why, ref_of, dist_ref, dist, together, reliable, cfg))
+        keep.update(_agreeing(keep, why, ref_of, dist_ref, dist, together, rel, cfg))
         for k in reliable:
             if k not in keep and k not in why:
                 why[k] = f"does not match a photo ({dist_ref[k]:.2f}, needs < {cfg.keep_threshold})"
@@ -585,7 +589,8 @@ def select(
             medoid = min(core, key=lambda k: (float(dist[k, core].sum()), -tracks[k].embed_samples))
             for k in core:
                 ref_of[k], dist_ref[k] = -1 - ident.identity_id, float(dist[k, medoid])
-            agreed = _clique(medoid, core, dist, together, reliable, cfg.link_threshold)
+            agreed = [medoid]  # only the tracks that agree with the core and each other: one person, however linked
+            _grow(agreed, core, dist, together, rel, cfg.link_threshold)
             for k in members:
                 if k not in reliable:
                     why[k] = "not identifiable (too small, dark or turned): cannot be checked against the identity"
@@ -625,7 +630,7 @@ def select(
             k in keep,
             keep.get(k) or why.get(k, ""),
             dist_ref.get(k, float("inf")),
-            ref_of.get(k, -1) if ref_of.get(k, -1) >= 0 else -1,
+            max(ref_of.get(k, -1), -1),  # keep-by-id cores use negative ids here: no photo
         )
         for k, t in enumerate(tracks)
     )
@@ -633,7 +638,7 @@ def select(
     unmatched: tuple[int, ...] = ()
     closest: tuple[float, ...] = ()
     if refs is not None:
-        closest = tuple(min((float(np.linalg.norm(r - tracks[k].embedding)) for k in reliable), default=float("inf")) for r in refs)
+        closest = tuple(float(row.min()) if row.size else float("inf") for row in to_photo)
         matched = {ref_of[k] for k in keep if k in ref_of and ref_of[k] >= 0}
         if sel.only_photos:
             matched = {ref_of[k] for k in reliable if dist_ref[k] < cfg.only_threshold}

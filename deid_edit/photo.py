@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +26,7 @@ from .detect import create_detector
 from .detect.centerface import nms
 from .errors import EncodeError, InputError
 from .identities import DescriptorSampler, Selection, SelectionReport, build_identities
+from .io.atomic import write_atomic
 from .io.decode import fingerprint
 from .plan import Plan
 from .render import get_anonymizer
@@ -157,8 +157,6 @@ def save_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, carry: dic
     """Write ``rgb`` in the source's format, atomically, readable per the umask; metadata per policy."""
     from PIL import Image, PngImagePlugin
 
-    from .io.encode import UMASK
-
     fmt = PHOTO_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise EncodeError(f"{path}: unknown photo extension; use .jpg, .png, .webp, .tif or .heic")
@@ -190,15 +188,7 @@ def save_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, carry: dic
     img.save(buf, format=fmt, **opts)
     if path.exists() and not force:
         raise EncodeError(f"{path}: already exists; use --force to overwrite it or choose another name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.chmod(tmp, 0o666 & ~UMASK)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise EncodeError(f"{path}: cannot write the photo ({exc.strerror}); check the folder and free space") from exc
+    write_atomic(path, buf.getvalue(), EncodeError, "the photo", "check the folder and free space")  # umask permissions, like any new file
     return path
 
 
