@@ -150,12 +150,15 @@ class VideoReader:
         self.scale = scale
         self.full_every = full_every  # also hand out the full-resolution frame every N frames
         self.copy_streams = copy_streams
-        self.expected_frames = expected_frames or self.info.frame_count
+        # the render pass passes the plan's count; otherwise the count is what the packets promise
+        # (the header's count includes frames an edit list hides: phones trim in place that way)
+        self.expected_frames = expected_frames
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._container: av.container.InputContainer | None = None
         self.frames_decoded = 0
+        self.frames_shown = 0
 
     # -- producer -------------------------------------------------------------------------
     def _put(self, item: object) -> bool:
@@ -192,23 +195,36 @@ class VideoReader:
             vstream.thread_type = "AUTO"
             wanted = [vstream] + [s for s in container.streams if s.index in self.copy_streams]
             index = 0
+            shown = 0  # video packets a player shows: an edit list marks the others "discard"
             for packet in container.demux(wanted):
                 if self._stop.is_set():
                     return
                 if packet.stream.index != vstream.index:
-                    if packet.dts is not None and packet.size and not self._put(packet):
+                    # a packet an edit list trims off the end is not heard; one before the start
+                    # (negative pts) is kept: the output's own edit list skips it, as the source's did
+                    trimmed = packet.is_discard and packet.pts is not None and packet.pts >= 0
+                    if packet.dts is not None and packet.size and not trimmed and not self._put(packet):
                         return
                     continue
+                if packet.size and not packet.is_discard:
+                    shown += 1
                 for frame in packet.decode():
                     item = (index, frame) if raw else self._convert(frame, index)
                     index += 1
                     if not self._put(item):
                         return
             self.frames_decoded = index
-            if self.expected_frames and index < self.expected_frames:
+            self.frames_shown = shown
+            expected = self.expected_frames or shown
+            if index < expected:
                 raise DecodeError(
-                    f"{self.path}: only {index} of {self.expected_frames} frames could be decoded "
+                    f"{self.path}: only {index} of {expected} frames could be decoded "
                     "(truncated or damaged file); re-copy or re-export it"
+                )
+            if self.info.frame_count and index != self.info.frame_count and not self.expected_frames:
+                log.warning(
+                    "%s: the header counts %d frames, %d are shown (an edit list trims the rest); "
+                    "the output has the %d shown", self.path, self.info.frame_count, index, index,
                 )
             self._put(_END)
         except av.FFmpegError as exc:

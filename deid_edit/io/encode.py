@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import av
 import numpy as np
+from av.codec.context import Flags as CodecFlags
 from av.video.frame import PictureType
 
 from ..config import EncodeConfig
@@ -59,6 +60,9 @@ CODEC_ALIASES: dict[str, tuple[str, str | None, dict[str, str]]] = {
     "dnxhr_hqx": ("dnxhd", "yuv422p10le", {"profile": "dnxhr_hqx"}),
 }
 EDIT_CODECS = {"prores_ks", "dnxhd"}
+PROGRESSIVE = 1  # AVFieldOrder: 1 progressive; 2-5 interlaced (TT, BB, TB, BT)
+INTERLACED_FIELD_ORDERS = {2, 3, 4, 5}
+BOTTOM_FIRST = {3, 5}
 EDIT_CONTAINERS = {"mov", "mxf", "matroska"}
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 28}
 
@@ -246,6 +250,22 @@ class VideoWriter:
                 log.debug("cannot copy %s", attr)
         if src_v.sample_aspect_ratio:
             cc.sample_aspect_ratio = src_v.sample_aspect_ratio
+        # interlaced footage stays interlaced, fields in the source's order: deinterlacing or a
+        # progressive re-encode would change every frame of a broadcast master
+        field_order = int(getattr(src_cc, "field_order", 0) or 0)
+        if field_order in INTERLACED_FIELD_ORDERS:
+            cc.field_order = field_order
+            cc.flags = int(cc.flags) | int(CodecFlags.interlaced_dct) | int(CodecFlags.interlaced_me)
+            if self.codec == "libx264":
+                fields = "interlaced=1:" + ("bff=1" if field_order in BOTTOM_FIRST else "tff=1")
+                params = options.get("x264-params")
+                options["x264-params"] = f"{params}:{fields}" if params else fields
+            elif self.codec == "libx265":
+                log.warning("%s: interlaced source; HEVC has no interlaced coding here, fields are coded as frames", info.path)
+        elif field_order == PROGRESSIVE:
+            cc.field_order = field_order
+        if self.codec == "dnxhd" and "profile" not in options:
+            self._match_dnxhd(src_v, cc, options)
         cc.options = options
         cc.thread_type = "AUTO"
         if info.rotation:
@@ -256,6 +276,42 @@ class VideoWriter:
             if key in KEPT_VIDEO_TAGS or self.keep_metadata and key != "encoder":
                 stream.metadata[key] = value
         return stream
+
+    def _match_dnxhd(self, src_v: av.video.stream.VideoStream, cc: av.VideoCodecContext, options: dict[str, str]) -> None:
+        """Re-encode DNxHD/DNxHR as the source was: the same DNxHR profile, or for DNxHD (a fixed
+        set of size/rate/bit-rate combinations) the source's bit rate, read from a frame's size
+        because MXF and MOV headers often leave it out."""
+        profile = (src_v.codec_context.profile or "").lower().replace(" ", "_")
+        if profile.startswith("dnxhr"):
+            options["profile"] = profile
+            return
+        container = src_v.container
+        size = 0
+        try:
+            for packet in container.demux(src_v):
+                if packet.size:
+                    size = packet.size
+                    break
+            container.seek(0)
+        except av.FFmpegError:
+            log.debug("cannot read a DNxHD frame size", exc_info=True)
+        if not size:
+            return
+        # a frame holds the nominal rate plus padding: take the highest nominal rate at or below it
+        # that DNxHD defines for this size, rate and depth (the encoder refuses any other)
+        measured = int(size * 8 * float(self.info.avg_rate) / 1e6)
+        for mbps in range(measured, int(measured * 0.75), -1):
+            trial = av.CodecContext.create("dnxhd", "w")
+            trial.width, trial.height, trial.pix_fmt = cc.width, cc.height, self.pix_fmt
+            trial.time_base = Fraction(1, round(float(self.info.avg_rate))) if self.info.avg_rate else Fraction(1, 25)
+            trial.bit_rate = mbps * 1_000_000
+            try:
+                trial.open()
+            except (av.FFmpegError, ValueError):
+                continue
+            cc.bit_rate = trial.bit_rate
+            return
+        log.warning("%s: no DNxHD bit rate fits %d Mb/s at %dx%d; the encoder will refuse it (use --codec dnxhr)", self.info.path, measured, cc.width, cc.height)
 
     def _add_copies(self, source: av.container.InputContainer) -> None:
         """Copy the audio (and with ``keep_metadata`` every other stream, chapter and attachment the
@@ -309,11 +365,26 @@ class VideoWriter:
 
     # -- writing ------------------------------------------------------------------------------
     def write_array(self, rgb: np.ndarray, pts: int | None, time_base: Fraction, like: av.VideoFrame | None = None) -> None:
-        """Encode a coded-orientation RGB frame at ``pts``."""
+        """Encode a coded-orientation RGB frame at ``pts``.
+
+        With ``like`` (the decoded frame the picture came from) the pixels are written back into it,
+        so it keeps every property of the source frame: interlacing and field order, HDR side data
+        (mastering display, content light level), colour tags, bit depth.
+        """
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         cs = like.colorspace if like is not None else None
         cr = like.color_range if like is not None else None
-        frame = frame.reformat(format=self.pix_fmt, dst_colorspace=cs or None, dst_color_range=cr or None)
+        if like is not None and like.format.name == self.pix_fmt and (like.width, like.height) == (frame.width, frame.height):
+            converted = frame.reformat(format=like.format.name, dst_colorspace=cs or None, dst_color_range=cr or None)
+            for dst, src in zip(like.planes, converted.planes):
+                rows = min(dst.height, src.height)
+                n = min(dst.line_size, src.line_size)
+                d = np.asarray(memoryview(dst)).reshape(dst.height, dst.line_size)
+                d[:rows, :n] = np.asarray(memoryview(src)).reshape(src.height, src.line_size)[:rows, :n]
+            frame = like
+            frame.pict_type = PictureType.NONE
+        else:
+            frame = frame.reformat(format=self.pix_fmt, dst_colorspace=cs or None, dst_color_range=cr or None)
         frame.pts = pts
         frame.time_base = time_base
         self._encode(frame)
