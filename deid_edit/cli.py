@@ -215,7 +215,7 @@ def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> No
     "--otio",
     "otio_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write an OpenTimelineIO timeline (.otio) of the output, for Resolve, Premiere, Kdenlive.",
+    help="Also write a timeline of the output over the original (disabled): .otio for Resolve/Kdenlive, .xml (FCP 7 XML) for Premiere.",
 )
 @analyze_options
 @render_options
@@ -377,7 +377,7 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
     "--otio",
     "otio_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write an OpenTimelineIO timeline (.otio) of the output, for Resolve, Premiere, Kdenlive.",
+    help="Also write a timeline of the output over the original (disabled): .otio for Resolve/Kdenlive, .xml (FCP 7 XML) for Premiere.",
 )
 @render_options
 @click.option("--device", help="For --mode cloak: auto, cpu, cuda[:N], mps, tensorrt, coreml, directml.")
@@ -412,7 +412,13 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
 
 @cli.command("otio")
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Timeline file (.otio).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Timeline file: .otio (OpenTimelineIO: Resolve, Kdenlive) or .xml (FCP 7 XML: Premiere).",
+)
 @click.option(
     "--media",
     multiple=True,
@@ -423,7 +429,7 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
     "--matte",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Matte render of each PLAN, in order, put on a second video track (repeatable).",
+    help="Matte render of each PLAN, in order, put (disabled) between the originals and the renders (repeatable).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing timeline.")
 @click.option("--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]), default="bar", show_default=True)
@@ -431,10 +437,11 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
 def otio_command(
     plans: tuple[Path, ...], output: Path, media: tuple[Path, ...], matte: tuple[Path, ...], force: bool, progress_kind: str
 ) -> None:
-    """Write an OpenTimelineIO timeline of the anonymized renders of PLANS, one after another.
+    """Write a timeline of the anonymized renders of PLANS, one after another, over their originals.
 
-    Import it in Resolve (File > Import Timeline), Premiere or Kdenlive: each clip covers its whole
-    render with the original's frame range, with a marker per person and the provenance in metadata.
+    Import the .otio in Resolve (File > Import > Timeline) or Kdenlive, the .xml in Premiere (File >
+    Import). V1 holds the originals, disabled; the renders above cover them frame for frame, with a
+    marker per person; the .otio also carries the provenance in metadata.
     """
     from .otio import build_timeline, check_timeline_output, sources_from_plans, write_timeline
 

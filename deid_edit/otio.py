@@ -1,14 +1,18 @@
-"""OpenTimelineIO hand-off: plans and their anonymized renders in, an ``.otio`` timeline out.
+"""OpenTimelineIO hand-off: plans and their anonymized renders in, an NLE timeline out.
 
 Input: one or more plans, each with the video rendered from it (and optionally a ``matte`` render).
-Output: a timeline that editors import into Resolve (File > Import Timeline), Premiere, Kdenlive and
-other NLEs, which relink the clips by path and source range. Next stage: the editor's NLE.
+Output: a timeline, ``.otio`` (Resolve: File > Import > Timeline; Kdenlive and other OTIO readers)
+or ``.xml`` (FCP 7 XML through the ``otio-fcp-adapter`` plug-in: Premiere Pro's File > Import). The
+NLE relinks the clips by path and source range. Next stage: the editor's NLE.
 
-The anonymized render keeps frame count, every timestamp, size and audio of its source, so each clip
-covers the whole render (``0..frame_count`` at the video's rate, from the media's start timecode when
-it has one) exactly where the original would sit. The render carries the audio, so the audio track
-references the same file. Each clip gets one marker per person (red: anonymized, green: kept) at
-their first appearance, and the provenance (source, plan, mode, counts, version, date) under
+Layout, bottom to top: V1 the original (disabled: it is there to compare and re-edit, never to be
+published by accident), V2 the matte when there is one (disabled unless it is the only render), and
+on top the anonymized render, the one enabled picture. The renders keep frame count, every
+timestamp, size and audio of their source, so every layer covers the same frames at the same
+position (``0..frame_count`` at the render's rate, each file from its own start timecode). One
+audio track plays the top render's audio (it is the source's), so nothing live on the timeline
+comes from the original. The top clip gets one marker per identity (red: anonymized, green: kept)
+at its first appearance, and the provenance (source, plan, mode, counts, version, date) under
 ``metadata["deid_edit"]``, so the timeline itself records what was hidden and from which file.
 """
 
@@ -37,21 +41,27 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "deid_edit"
 MATTE_MODE = "matte"  # the render mode whose output is a matte, not a picture (goes on its own track)
 SUFFIX = ".otio"
+FCP_SUFFIX = ".xml"
+FCP_ADAPTER = "fcp_xml"  # registered by the otio-fcp-adapter package (a dependency)
+FORMATS = {SUFFIX: "otio_json", FCP_SUFFIX: FCP_ADAPTER}  # the timeline's suffix picks its format
 PLAN_SUFFIX = ".deid.json"
+ORIGINAL, ANONYMIZED = "original", "anonymized"  # track names (with MATTE_MODE), bottom to top
 COLORS = {"anonymize": otio.schema.MarkerColor.RED, "keep": otio.schema.MarkerColor.GREEN}
+# Premiere's own marker colour codes in FCP 7 XML (<pproColor>): FCP 7 XML has no marker colour
+PPRO_COLORS = {otio.schema.MarkerColor.RED: 4281740498, otio.schema.MarkerColor.GREEN: 4281828977}
 
 
 @dataclass(frozen=True)
 class ClipSource:
     """One plan and the files that stand for its video on the timeline.
 
-    ``media`` is what the main video track shows: the anonymized render, or the original when the
-    render is a matte (``run --mode matte``), so the editor has both halves of the composite.
+    ``source`` goes on the bottom track, disabled; ``media`` (the anonymized render) on top. A matte
+    render (``run --mode matte``) has no anonymized picture: ``media`` is None and the matte is on top.
     """
 
     plan: Plan
     source: Path  # the original video the plan was made from
-    media: Path
+    media: Path | None  # the anonymized render
     matte: Path | None = None
     plan_path: Path | None = None
     mode: str | None = None  # render mode, when known (run/render); a plan does not record it
@@ -74,8 +84,10 @@ class _Media:
         )
 
     def reference(self) -> otio.schema.ExternalReference:
-        # absolute file:// URL, percent-encoded: what OTIO adapters and NLEs expect to relink
-        return otio.schema.ExternalReference(target_url=self.path.resolve().as_uri(), available_range=self.range())
+        # absolute file:// URL, percent-encoded: what OTIO adapters and NLEs expect to relink; the
+        # timecode as the file states it, so the FCP export can say drop frame where it is
+        meta = {METADATA_KEY: {"timecode": self.timecode}} if self.timecode else {}
+        return otio.schema.ExternalReference(target_url=self.path.resolve().as_uri(), available_range=self.range(), metadata=meta)
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -84,11 +96,17 @@ class _Media:
 def check_timeline_output(path: Path, force: bool, protect: Sequence[Path] = (), flag: str = "--otio") -> Path:
     """Refuse a timeline path that would lose data or not open in an NLE, before any long work.
 
-    Only ``.otio`` is written: it is what Resolve, Premiere and Kdenlive import, and OTIO's own
-    ``otioconvert`` turns it into EDL/FCP XML/AAF where an adapter plug-in is installed.
+    The suffix picks the format: ``.otio`` (Resolve, Kdenlive, any OTIO reader) or ``.xml`` (FCP 7
+    XML, what Premiere Pro imports); anything else would be written in a format its name hides.
     """
-    if path.suffix.lower() != SUFFIX:
-        raise ConfigError(f"{flag} {path}: the timeline must be an {SUFFIX} file; name it e.g. {path.with_suffix(SUFFIX).name}")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(
+            f"{flag} {path}: name the timeline .otio (OpenTimelineIO: Resolve, Kdenlive) or .xml (FCP 7 XML: Premiere), "
+            f"e.g. {path.with_suffix(SUFFIX).name}"
+        )
+    if suffix == FCP_SUFFIX:
+        _require_fcp_adapter(flag, path)
     if path.is_dir():
         raise EncodeError(f"{path}: is a directory; give a timeline file name such as {path / ('timeline' + SUFFIX)}")
     for other in protect:
@@ -97,6 +115,14 @@ def check_timeline_output(path: Path, force: bool, protect: Sequence[Path] = (),
     if path.exists() and not force:
         raise EncodeError(f"{path}: already exists; use --force to overwrite it or choose another name")
     return path
+
+
+def _require_fcp_adapter(flag: str, path: Path) -> None:
+    """The FCP 7 XML writer is a plug-in (``otio-fcp-adapter``); say how to get it, before the work."""
+    try:
+        otio.adapters.from_name(FCP_ADAPTER)
+    except otio.exceptions.NotSupportedError as exc:
+        raise ConfigError(f"{flag} {path}: FCP 7 XML needs the OTIO adapter plug-in; pip install otio-fcp-adapter") from exc
 
 
 def start_timecode(path: Path) -> str | None:
@@ -156,11 +182,33 @@ def media_for(path: Path, plan: Plan, plan_name: str, role: str) -> _Media:
     return _Media(path, rate, _timecode_frame(tc, rate, path), tc, frames, info.audio_streams > 0)
 
 
+def original_media(path: Path, like: _Media) -> _Media:
+    """The original as the bottom layer: ``like``'s frames at ``like``'s rate (a render is its
+    source frame for frame), from the original's own start timecode.
+
+    A missing original (moved, or withheld from the editing machine) is still referenced where it
+    was, offline in the NLE until relinked, rather than failing a hand-off that does not need it.
+    """
+    if not path.is_file():
+        log.warning("%s: original not found; the timeline refers to it there (offline in the NLE until relinked)", path)
+        return _Media(path, like.rate, 0, None, like.frames, False)
+    tc = start_timecode(path)
+    return _Media(path, like.rate, _timecode_frame(tc, like.rate, path), tc, like.frames, False)
+
+
 # -- building -----------------------------------------------------------------------------------
 
 
+def _marker_name(identity_id: int, label: str) -> str:
+    """What the editor reads in the NLE's marker list, which keeps no metadata: name and id."""
+    if identity_id == UNASSIGNED:
+        return label
+    plain = f"person {identity_id}"
+    return f"{label} ({plain})" if label and label != plain else plain
+
+
 def _markers(plan: Plan, media: _Media) -> list[otio.schema.Marker]:
-    """One marker per person at their first appearance, spanning the first track they are in."""
+    """One marker per identity at their first appearance, spanning the first track they are in."""
     tracks = {t.track_id: t for t in plan.tracks}
     claimed = {k for i in plan.identities for k in i.track_ids}
     out = []
@@ -172,15 +220,15 @@ def _markers(plan: Plan, media: _Media) -> list[otio.schema.Marker]:
             ident = next(i for i in plan.identities if i.identity_id == s.identity_id)
             ids = [tracks[k] for k in ident.track_ids if k in tracks]
         first = min(ids, key=lambda t: (t.start, t.track_id))
-        name = s.label or f"person {s.identity_id}"
         verb = "anonymized" if s.action == "anonymize" else "kept (not anonymized)"
+        who = "unassigned faces" if s.identity_id == UNASSIGNED else f"person {s.identity_id}"
         comment = (
-            f"{verb}; on screen {float(s.screen_time):.2f} s ({s.frames} frames) in "
+            f"{who} {verb}; on screen {float(s.screen_time):.2f} s ({s.frames} frames) in "
             f"{s.shots} shot{'s' if s.shots != 1 else ''}, {s.tracks} track{'s' if s.tracks != 1 else ''}"
         )
         out.append(
             otio.schema.Marker(
-                name=name,
+                name=_marker_name(s.identity_id, s.label),
                 marked_range=otio.opentime.TimeRange(
                     otio.opentime.RationalTime(media.start + first.start, media.rate),
                     otio.opentime.RationalTime(first.end - first.start, media.rate),
@@ -190,6 +238,7 @@ def _markers(plan: Plan, media: _Media) -> list[otio.schema.Marker]:
                 metadata={
                     METADATA_KEY: {
                         "identity_id": s.identity_id,
+                        "label": s.label,
                         "action": s.action,
                         "frames": s.frames,
                         "shots": s.shots,
@@ -202,15 +251,16 @@ def _markers(plan: Plan, media: _Media) -> list[otio.schema.Marker]:
     return out
 
 
-def _provenance(item: ClipSource, media: _Media) -> dict[str, Any]:
+def _provenance(item: ClipSource, media: _Media, original: _Media) -> dict[str, Any]:
     """What this clip is and where it came from, so the timeline alone answers 'what was hidden'."""
     actions = [i.action for i in item.plan.identities]
     prov: dict[str, Any] = {
         "source": str(item.source.resolve()),
-        "output": str((item.matte if item.mode == MATTE_MODE and item.matte else item.media).resolve()),
+        "output": str(media.path.resolve()),
         "media": str(media.path.resolve()),
         "identities": {"total": len(actions), "anonymized": actions.count("anonymize"), "kept": actions.count("keep")},
         "frames": item.plan.frame_count,
+        "size": [item.plan.video.width, item.plan.video.height],
         "rate": frac_str(Fraction(item.plan.video.avg_rate)),
         "analyzed_by": item.plan.generator,
     }
@@ -222,61 +272,86 @@ def _provenance(item: ClipSource, media: _Media) -> dict[str, Any]:
         prov["matte"] = str(item.matte.resolve())
     if media.timecode:
         prov["start_timecode"] = media.timecode
-    source_tc = start_timecode(item.source) if item.source.is_file() else None
-    if source_tc:
-        prov["source_timecode"] = source_tc
-        if source_tc != media.timecode:
+    if original.timecode:
+        prov["source_timecode"] = original.timecode
+        if original.timecode != media.timecode:
             log.warning(
-                "%s: starts at timecode %s but %s has %s; the timeline uses the render's own, so match it to the original by frame",
+                "%s: starts at timecode %s but %s has %s; the timeline lines them up frame for frame, each from its own timecode",
                 item.source,
-                source_tc,
+                original.timecode,
                 media.path,
                 media.timecode or "none",
             )
     return prov
 
 
-def _clip(media: _Media, name: str, metadata: dict[str, Any] | None = None) -> otio.schema.Clip:
-    return otio.schema.Clip(name=name, media_reference=media.reference(), source_range=media.range(), metadata=metadata or {})
+def _clip(media: _Media, name: str, metadata: dict[str, Any] | None = None, enabled: bool = True) -> otio.schema.Clip:
+    clip = otio.schema.Clip(name=name, media_reference=media.reference(), source_range=media.range(), metadata=metadata or {})
+    clip.enabled = enabled
+    return clip
 
 
 def _gap(media: _Media) -> otio.schema.Gap:
     return otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(media.frames, media.rate)))
 
 
-def build_timeline(items: Sequence[ClipSource], name: str) -> otio.schema.Timeline:
-    """A timeline with the clips one after another: video, matte (if any) and audio tracks aligned.
+def _track(name: str, kind: str, enabled: bool = True) -> otio.schema.Track:
+    track = otio.schema.Track(name=name, kind=kind)
+    track.enabled = enabled
+    return track
 
-    A clip without a matte or without audio leaves a gap of its length on that track, so every
-    track stays in step with the main video track.
+
+def build_timeline(items: Sequence[ClipSource], name: str) -> otio.schema.Timeline:
+    """A timeline with the clips one after another, every layer aligned (see the module docstring).
+
+    Only the top render is enabled: the original below it (and a matte between them) is disabled
+    on the track and on each clip, so exporting the sequence as imported never shows the original,
+    even where the editor trims, moves or deletes the top clip. A clip without a matte or without
+    audio leaves a gap of its length on that track, so every track stays in step.
     """
     if not items:
         raise ConfigError("otio: no plan given; give at least one PLAN")
-    main = [media_for(i.media, i.plan, str(i.plan_path or i.source), "video") for i in items]
-    mattes = [media_for(i.matte, i.plan, str(i.plan_path or i.source), MATTE_MODE) if i.matte else None for i in items]
-    matte_mode_run = any(i.mode == MATTE_MODE for i in items)
-    video = otio.schema.Track(name="source" if matte_mode_run else "anonymized", kind=otio.schema.TrackKind.Video)
-    matte = otio.schema.Track(name=MATTE_MODE, kind=otio.schema.TrackKind.Video)
-    audio = otio.schema.Track(name="audio", kind=otio.schema.TrackKind.Audio)
+    layers = []
+    for i in items:
+        label = str(i.plan_path or i.source)
+        anon = media_for(i.media, i.plan, label, "video") if i.media else None
+        matte = media_for(i.matte, i.plan, label, MATTE_MODE) if i.matte else None
+        top = anon or matte
+        if top is None:
+            raise ConfigError(f"{label}: no render to put on the timeline; give its anonymized video")
+        layers.append((original_media(i.source, top), matte, anon, top))
+    any_anon = any(anon for _, _, anon, _ in layers)
+    matte_live = not any_anon  # a matte render alone is the top layer, shown so no face can be
+    original = _track(ORIGINAL, otio.schema.TrackKind.Video, enabled=False)
+    matte_track = _track(MATTE_MODE, otio.schema.TrackKind.Video, enabled=matte_live)
+    anonymized = _track(ANONYMIZED, otio.schema.TrackKind.Video)
+    audio = _track("audio", otio.schema.TrackKind.Audio)
     provenance = []
-    for item, media, matte_media in zip(items, main, mattes):
-        prov = _provenance(item, media)
+    for item, (orig, matte, anon, top) in zip(items, layers):
+        prov = _provenance(item, top, orig)
         provenance.append(prov)
-        clip = _clip(media, media.path.name, {METADATA_KEY: prov})
-        clip.markers.extend(_markers(item.plan, media))
-        video.append(clip)
-        matte.append(_clip(matte_media, matte_media.path.name) if matte_media else _gap(media))
-        audio.append(_clip(media, media.path.name) if media.audio else _gap(media))
-    timeline = otio.schema.Timeline(name=name, global_start_time=otio.opentime.RationalTime(0, main[0].rate))
-    timeline.tracks.append(video)
-    if any(mattes):
-        timeline.tracks.append(matte)
-    if any(m.audio for m in main):
+        top_clip = _clip(top, top.path.name, {METADATA_KEY: prov})
+        top_clip.markers.extend(_markers(item.plan, top))
+        original.append(_clip(orig, f"{orig.path.name} (ORIGINAL, not anonymized)", enabled=False))
+        if matte is top:
+            matte_track.append(top_clip)
+        else:
+            matte_track.append(_clip(matte, matte.path.name, enabled=matte_live) if matte else _gap(top))
+        anonymized.append(top_clip if anon else _gap(top))
+        audio.append(_clip(top, top.path.name) if top.audio else _gap(top))
+    timeline = otio.schema.Timeline(name=name, global_start_time=otio.opentime.RationalTime(0, layers[0][3].rate))
+    timeline.tracks.append(original)
+    if any(matte for _, matte, _, _ in layers):
+        timeline.tracks.append(matte_track)
+    if any_anon:
+        timeline.tracks.append(anonymized)
+    if any(top.audio for *_, top in layers):
         timeline.tracks.append(audio)
     meta: dict[str, Any] = {
         "version": __version__,
         "generator": f"deid-edit {__version__}",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "layout": [t.name for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video],
         "clips": provenance,
     }
     if len(provenance) == 1:
@@ -285,10 +360,102 @@ def build_timeline(items: Sequence[ClipSource], name: str) -> otio.schema.Timeli
     return timeline
 
 
+# -- FCP 7 XML (Premiere) -----------------------------------------------------------------------
+
+
+def fcp_rate(rate: float) -> float:
+    """The FCP 7 XML rate for ``rate``: an integer timebase, or one of its NTSC (x1000/1001) rates.
+
+    FCP XML counts whole frames at such a rate and the adapter rounds any other rate up (30.02 fps
+    would become 31 NTSC), so an odd average (phone footage) is snapped to the nearest: the
+    frames stay exact, only their nominal rate changes.
+    """
+    n = max(1, int(rate))
+    best = min((n, n * 1000 / 1001, n + 1, (n + 1) * 1000 / 1001), key=lambda r: abs(r - rate))
+    if abs(best - rate) > 1e-6 * rate:
+        if abs(best - rate) > 1e-3 * rate:
+            log.warning("%.4f fps is not an FCP XML rate; the XML counts the same frames at %.4f fps", rate, best)
+        return best
+    return rate
+
+
+def _retimed(r: otio.opentime.TimeRange) -> otio.opentime.TimeRange:
+    rate = fcp_rate(r.start_time.rate)
+    return otio.opentime.TimeRange(otio.opentime.RationalTime(r.start_time.value, rate), otio.opentime.RationalTime(r.duration.value, rate))
+
+
+def _fcp_file_url(url: str) -> str:
+    """``file://localhost/...``: the form Premiere and Final Cut 7 write and relink."""
+    return "file://localhost/" + url[len("file:///") :] if url.startswith("file:///") else url
+
+
+def fcp_timeline(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
+    """A copy of ``timeline`` saying in FCP 7 XML terms (``metadata["fcp_xml"]``, which the adapter
+    writes as elements) what the adapter would otherwise drop or get wrong.
+
+    Disabled tracks and clips get ``<enabled>FALSE</enabled>``; markers their comment, Premiere's
+    colour code and a position from the media's first frame (FCP's clip marker time, where OTIO
+    counts from the start timecode); drop-frame start timecodes say DF; rates are FCP rates; audio
+    clips name their source channel; the sequence gets the picture size.
+    """
+    tl = timeline.deepcopy()
+    tl.global_start_time = otio.opentime.RationalTime(tl.global_start_time.value, fcp_rate(tl.global_start_time.rate))
+    for track in tl.tracks:
+        if not track.enabled:
+            track.metadata[FCP_ADAPTER] = {"enabled": "FALSE"}
+        for item in track:
+            item.source_range = _retimed(item.source_range)
+            if not isinstance(item, otio.schema.Clip):
+                continue
+            fcp: dict[str, Any] = {}
+            if not item.enabled:
+                fcp["enabled"] = "FALSE"
+            if track.kind == otio.schema.TrackKind.Audio:
+                fcp["sourcetrack"] = {"mediatype": "audio", "trackindex": 1}
+            if fcp:
+                item.metadata[FCP_ADAPTER] = fcp
+            ref = item.media_reference
+            ref.target_url = _fcp_file_url(ref.target_url)
+            ref.available_range = _retimed(ref.available_range)
+            tc = ref.metadata.get(METADATA_KEY, {}).get("timecode")
+            if tc and ";" in tc:
+                ref.metadata[FCP_ADAPTER] = {"timecode": {"displayformat": "DF"}}
+            media_start = ref.available_range.start_time.value
+            for m in item.markers:
+                r = _retimed(m.marked_range)
+                m.marked_range = otio.opentime.TimeRange(
+                    otio.opentime.RationalTime(r.start_time.value - media_start, r.start_time.rate), r.duration
+                )
+                marker_md: dict[str, Any] = {"comment": m.comment}
+                if m.color in PPRO_COLORS:
+                    marker_md["pproColor"] = PPRO_COLORS[m.color]
+                m.metadata[FCP_ADAPTER] = marker_md
+    size = _picture_size(tl)
+    if size:
+        tl.metadata[FCP_ADAPTER] = {"media": {"video": {"format": {"samplecharacteristics": size}}}}
+    return tl
+
+
+def _picture_size(timeline: otio.schema.Timeline) -> dict[str, Any]:
+    """The first clip's picture size from the provenance, for the sequence's format (else Premiere
+    makes a default-size sequence and scales the clips)."""
+    clips = timeline.metadata.get(METADATA_KEY, {}).get("clips", [])
+    size = clips[0].get("size") if clips else None
+    if not size:
+        return {}
+    return {"width": int(size[0]), "height": int(size[1]), "pixelaspectratio": "square", "fielddominance": "none"}
+
+
 def write_timeline(timeline: otio.schema.Timeline, path: Path, force: bool, flag: str = "--otio") -> Path:
-    """Write OTIO JSON atomically (temporary file beside the target, then rename)."""
+    """Write the timeline in the format its suffix names, atomically (temporary file, then rename)."""
     check_timeline_output(path, force, flag=flag)
-    text = otio.adapters.write_to_string(timeline, "otio_json")
+    adapter = FORMATS[path.suffix.lower()]
+    if adapter == FCP_ADAPTER:
+        text = otio.adapters.write_to_string(fcp_timeline(timeline), adapter)
+        # the declaration and doctype Premiere's own exports carry
+        text = text.replace('<?xml version="1.0" ?>', '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE xmeml>', 1)
+    else:
+        text = otio.adapters.write_to_string(timeline, adapter)
     write_atomic(path, text, EncodeError, "the timeline", "choose a writable location", make_parent=True)
     return path
 
@@ -297,10 +464,10 @@ def write_timeline(timeline: otio.schema.Timeline, path: Path, force: bool, flag
 
 
 def render_source(video: Path, output: Path, plan: Plan, mode: str, plan_path: Path | None = None) -> ClipSource:
-    """The clip of one ``run``/``render``: the render on the video track, or, for a matte render,
-    the original on the video track and the matte above it (the editor composites their own effect)."""
+    """The clip of one ``run``/``render``: the original below the render, or, for a matte render,
+    below the matte (the editor composites their own effect through it)."""
     if mode == MATTE_MODE:
-        return ClipSource(plan, video, video, matte=output, plan_path=plan_path, mode=mode)
+        return ClipSource(plan, video, None, matte=output, plan_path=plan_path, mode=mode)
     return ClipSource(plan, video, output, plan_path=plan_path, mode=mode)
 
 

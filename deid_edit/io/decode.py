@@ -196,6 +196,7 @@ class VideoReader:
             wanted = [vstream] + [s for s in container.streams if s.index in self.copy_streams]
             index = 0
             shown = 0  # video packets a player shows: an edit list marks the others "discard"
+            demuxed = 0  # all video packets: fewer than the header counts means the data is cut short
             for packet in container.demux(wanted):
                 if self._stop.is_set():
                     return
@@ -206,6 +207,8 @@ class VideoReader:
                     if packet.dts is not None and packet.size and not trimmed and not self._put(packet):
                         return
                     continue
+                if packet.size or packet.dts is not None:  # not the end-of-stream flush packet
+                    demuxed += 1
                 if packet.size and not packet.is_discard:
                     shown += 1
                 for frame in packet.decode():
@@ -216,6 +219,8 @@ class VideoReader:
             self.frames_decoded = index
             self.frames_shown = shown
             expected = self.expected_frames or shown
+            if not self.expected_frames and self.info.frame_count and demuxed < self.info.frame_count:
+                expected = self.info.frame_count
             if index < expected:
                 raise DecodeError(
                     f"{self.path}: only {index} of {expected} frames could be decoded "

@@ -8,10 +8,24 @@ placement rules can be tested without Blender.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import re
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 MAX_CHANNEL = 128
+
+# Custom properties the add-on sets on every strip it adds, so a later run knows the strip is an
+# anonymized copy (never to be anonymized again), which original and source it stands for, and in
+# which mode; a copy duplicated by the user keeps them. Without them (copies made by an older
+# version, or properties cleared) the output naming is the fallback: see ``is_output``.
+PROP_SOURCE = "deid_edit_source"
+PROP_MODE = "deid_edit_mode"
+PROP_ORIGINAL = "deid_edit_original"
+OUTPUT_STEM = re.compile(r"\.deid-(?P<mode>blur|pixelate|solid|matte)(?:-\d+)?$")
+"""File stems the add-on (and the Resolve script) write: ``clip.deid-blur``, ``clip.deid-blur-2``."""
+COPY_NAME = re.compile(r"\.deid(?:\.\d{3})?$")
+"""Strip names the add-on gives its copies: ``clip.deid``, or ``clip.deid.001`` after Blender's renaming."""
 
 # Properties that decide what the viewer shows of a strip, copied so the anonymized copy covers the
 # original exactly (same crop, transform, blend, colour); missing ones are skipped.
@@ -125,3 +139,96 @@ def add_movie_above(collection: Any, original: Any, filepath: str, name: str) ->
         strip.channel = target
     copy_look(original, strip)
     return strip
+
+
+# -- anonymized copies: recognise them, map them back, find the previous one ----------------------
+
+
+def get_prop(strip: Any, key: str) -> Any:
+    """A custom property of ``strip`` (``strip.get(key)`` on Blender strips), None when absent or unsupported."""
+    try:
+        return strip.get(key)
+    except (AttributeError, TypeError):
+        return None
+
+
+def mark_output(strip: Any, source: str, mode: str, original_name: str) -> None:
+    """Tag a strip the add-on added as an anonymized copy of ``original_name`` (``source`` in ``mode``)."""
+    strip[PROP_SOURCE] = source
+    strip[PROP_MODE] = mode
+    strip[PROP_ORIGINAL] = original_name
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def is_output(strip: Any, abspath: Callable[[str], str], folders: Collection[str] = ()) -> bool:
+    """Whether ``strip`` shows a deid-edit result rather than original footage.
+
+    In order: the add-on's custom property; a file named like an output (``*.deid-<mode>[-N].*``);
+    a strip named like an added copy (``*.deid``, ``*.deid.001``); a file inside one of ``folders``
+    (the default ``deid/`` folder beside the .blend, which only the add-on writes into). A folder the
+    user chose in the preferences is not used as a sign: it may well be the footage folder.
+    """
+    if get_prop(strip, PROP_SOURCE):
+        return True
+    if COPY_NAME.search(getattr(strip, "name", "")):
+        return True
+    path = getattr(strip, "filepath", "")
+    if not path:
+        return False
+    full = abspath(path)
+    return bool(OUTPUT_STEM.search(_stem(full))) or os.path.dirname(full) in folders
+
+
+def find_original(collection: Iterable[Any], copy: Any, abspath: Callable[[str], str], folders: Collection[str] = ()) -> Any:
+    """The original movie strip an anonymized ``copy`` was made from, or None when it is gone.
+
+    The name recorded on the copy wins when that strip still shows the recorded source; otherwise
+    (renamed original, copy without properties) the original is the non-output strip below the
+    copy that covers exactly the same frames and shows the recorded source, or, without a recorded
+    source, whose file or strip name is the copy's without the ``.deid…`` suffix.
+    """
+    candidates = [
+        s for s in collection if getattr(s, "type", "") == "MOVIE" and s != copy and not is_output(s, abspath, folders)
+    ]
+    name, source = get_prop(copy, PROP_ORIGINAL), get_prop(copy, PROP_SOURCE)
+    if name:
+        for strip in candidates:
+            if strip.name == name and (not source or abspath(strip.filepath) == source):
+                return strip
+    span = (copy.frame_final_start, copy.frame_final_end)
+    below = [s for s in candidates if (s.frame_final_start, s.frame_final_end) == span and s.channel < copy.channel]
+    if source:
+        found = [s for s in below if abspath(s.filepath) == source]
+    else:
+        base_name, base_stem = COPY_NAME.sub("", copy.name), OUTPUT_STEM.sub("", _stem(abspath(copy.filepath)))
+        found = [s for s in below if s.name == base_name or _stem(abspath(s.filepath)) == base_stem]
+    return max(found, key=lambda s: s.channel) if found else None
+
+
+def previous_copies(collection: Iterable[Any], original: Any, source: str, mode: str, abspath: Callable[[str], str]) -> list[Any]:
+    """The anonymized copies of ``original`` in ``mode`` that a new run replaces.
+
+    A copy belongs to the original whose name it recorded, or (original renamed since) to the
+    original it sits above over exactly the same frames; it must show ``source`` in ``mode``.
+    Copies of another mode are kept: blur and solid versions may be wanted side by side. A copy
+    made before the properties existed counts when its name, file name and frames say so.
+    """
+    span = (original.frame_final_start, original.frame_final_end)
+    found = []
+    for strip in collection:
+        if strip == original or getattr(strip, "type", "") != "MOVIE":
+            continue
+        same_span = (strip.frame_final_start, strip.frame_final_end) == span and strip.channel > original.channel
+        if get_prop(strip, PROP_SOURCE):
+            if get_prop(strip, PROP_SOURCE) == source and get_prop(strip, PROP_MODE) == mode:
+                if get_prop(strip, PROP_ORIGINAL) == original.name or same_span:
+                    found.append(strip)
+        elif same_span and COPY_NAME.sub("", strip.name) == original.name:
+            stem = _stem(abspath(strip.filepath))
+            match = OUTPUT_STEM.search(stem)
+            if match and match.group("mode") == mode and OUTPUT_STEM.sub("", stem) == _stem(source):
+                found.append(strip)
+    return found

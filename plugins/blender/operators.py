@@ -4,10 +4,17 @@
 mode, where timers never fire); ``invoke()`` starts the same ``runner.Batch`` and a window-manager
 timer whose ``modal()`` ticks advance it, so the UI stays responsive and Esc kills the child. All
 ``bpy`` access happens on the main thread; the runner's reader threads only fill a queue.
+
+Rules an editor relies on: a selected strip that is itself an anonymized copy is never anonymized
+again (its original is used, or it is skipped with a report); a new run on the same original and
+mode replaces the previous copy in the timeline and, only when that file is this project's own
+earlier output, overwrites it; results go to ``deid/`` beside the .blend unless the preferences
+name another folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +48,16 @@ class _DefaultPrefs:
     cli_path: str = "deid-edit"
     default_mode: str = "blur"
     mute_original: bool = True
-    output_dir: str = ""
+    output_dir: str = "//deid/"
+
+
+DEFAULT_OUTPUT_DIR = "//deid/"
+"""Results go to a ``deid`` folder beside the .blend unless the preferences name another folder."""
+
+UNSAVED_MESSAGE = (
+    "Save the .blend file first: anonymized clips go to a deid/ folder beside it "
+    "(or set an absolute Output Folder in the add-on preferences)"
+)
 
 
 def addon_prefs(context: Any) -> Any:
@@ -57,6 +73,67 @@ def _abspath(path: str) -> str:
 
 def _split_paths(text: str) -> list[str]:
     return [_abspath(p.strip()) for p in text.split(";") if p.strip()]
+
+
+def output_folder(prefs: Any) -> str:
+    """Absolute output folder from the preferences (empty: ``//deid/``); RunnerError when it needs an unsaved .blend.
+
+    A ``//`` path means "beside the .blend": an unsaved file has no folder, and writing into the
+    footage folder instead would put derived files on camera cards or shared media volumes, so the
+    user is asked to save (or to pick an absolute folder) rather than guessed for.
+    """
+    folder = (prefs.output_dir or "").strip() or DEFAULT_OUTPUT_DIR
+    if folder.startswith("//") and not bpy.data.filepath:
+        raise runner.RunnerError(UNSAVED_MESSAGE)
+    return _abspath(folder)
+
+
+def _default_folders() -> tuple[str, ...]:
+    """The default ``deid/`` folder of this .blend, whose files are known to be outputs (see ``compat.is_output``)."""
+    return (_abspath(DEFAULT_OUTPUT_DIR),) if bpy.data.filepath else ()
+
+
+def owned_outputs() -> dict[str, str]:
+    """Every output this .blend's add-on wrote, as {path_key(output): path_key(source)}.
+
+    From the ledger each scene keeps (``scene.deid_edit.outputs``, JSON; it outlives a deleted copy
+    strip) and from the strips tagged as copies. A file not listed here is never overwritten.
+    """
+    owned: dict[str, str] = {}
+    for scene in bpy.data.scenes:
+        settings = getattr(scene, "deid_edit", None)
+        try:
+            ledger = json.loads(settings.outputs) if settings is not None and settings.outputs else {}
+        except ValueError:
+            ledger = {}
+        if isinstance(ledger, dict):
+            owned.update({str(k): str(v) for k, v in ledger.items()})
+        editor = scene.sequence_editor
+        for strip in compat.strips_all(editor) if editor is not None else ():
+            source = compat.get_prop(strip, compat.PROP_SOURCE)
+            if source and getattr(strip, "filepath", ""):
+                owned[runner.path_key(_abspath(strip.filepath))] = runner.path_key(source)
+    return owned
+
+
+def _record_output(scene: Any, output: str, source: str) -> None:
+    settings = getattr(scene, "deid_edit", None)
+    if settings is None:
+        return
+    try:
+        ledger = json.loads(settings.outputs) if settings.outputs else {}
+    except ValueError:
+        ledger = {}
+    ledger = ledger if isinstance(ledger, dict) else {}
+    ledger[runner.path_key(output)] = runner.path_key(source)
+    settings.outputs = json.dumps(ledger, sort_keys=True)
+
+
+def _is_under(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+    except ValueError:  # different drives on Windows
+        return False
 
 
 def _redraw_sequencers() -> None:
@@ -95,35 +172,78 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
         self._scene_name = compat.sequencer_scene(context).name
         self._mute = bool(prefs.mute_original)
         self._added: list[str] = []
+        self._replaced: list[str] = []
         self._errors: list[str] = []
         self._resolved_mode = prefs.default_mode if self.mode == "PREFERENCES" else self.mode
         editor = compat.sequencer_scene(context).sequence_editor
-        selected = compat.selected_movie_strips(compat.editing_strips(editor))
+        collection = compat.editing_strips(editor)
+        selected = compat.selected_movie_strips(collection)
         if not selected:
             self.report({"ERROR"}, "Select one or more movie strips to anonymize")
             return None
         try:
+            out_dir = output_folder(prefs)
             cli = runner.resolve_cli(bpy.path.abspath(prefs.cli_path) if prefs.cli_path.startswith("//") else prefs.cli_path)
         except runner.RunnerError as exc:
             self.report({"ERROR"}, str(exc))
             return None
-        out_dir = _abspath(prefs.output_dir) if prefs.output_dir.strip() else None
-        if out_dir:
+        originals, skipped = self._originals(collection, selected)
+        if not originals:
+            self.report(
+                {"ERROR"},
+                f"Nothing to anonymize: {', '.join(skipped)} is an anonymized copy made by deid-edit and its original strip "
+                "was not found; select the original strip",
+            )
+            return None
+        try:
             os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            self.report({"ERROR"}, f"Cannot create the output folder {out_dir}: {exc}")
+            return None
+        mode = self._resolved_mode
+        owned = owned_outputs()
         tasks: dict[str, runner.Task] = {}
-        for strip in selected:  # strips sharing a file share one CLI run
+        for strip in originals:  # strips sharing a file share one CLI run
             source = _abspath(strip.filepath)
             task = tasks.get(source)
             if task is None:
-                task = tasks[source] = runner.Task(source, str(runner.output_path(source, self._resolved_mode, out_dir)), key=[])
+                output, force = runner.choose_output(source, mode, out_dir, owned)
+                owned[runner.path_key(output)] = runner.path_key(source)  # claimed: another clip of the same name gets -2
+                task = tasks[source] = runner.Task(source, str(output), key=[], force=force)
             task.key.append(strip.name)
         keep, only = _split_paths(self.keep_photo), _split_paths(self.only_photo)
-        mode = self._resolved_mode
 
         def argv_for(task: runner.Task) -> list[str]:
-            return runner.build_command(cli, task.source, task.output, mode, keep, only)
+            return runner.build_command(cli, task.source, task.output, mode, keep, only, force=task.force)
 
         return runner.Batch(list(tasks.values()), argv_for, on_result=self._on_result)
+
+    def _originals(self, collection: Any, selected: list[Any]) -> tuple[list[Any], list[str]]:
+        """The strips to anonymize (each selected original once, an anonymized copy replaced by its original) and the skipped names.
+
+        A copy whose original is gone is skipped with a warning: anonymizing it again would only
+        blur the blur (``clip.deid.deid``).
+        """
+        folders = _default_folders()
+        chosen: dict[str, Any] = {}
+        skipped: list[str] = []
+        for strip in selected:
+            if not compat.is_output(strip, _abspath, folders):
+                chosen.setdefault(strip.name, strip)
+                continue
+            original = compat.find_original(collection, strip, _abspath, folders)
+            if original is None:
+                skipped.append(strip.name)
+                self.report(
+                    {"WARNING"},
+                    f"Skipped {strip.name}: it is an anonymized copy made by deid-edit and its original strip was not found; "
+                    "select the original instead",
+                )
+                continue
+            if original.name not in chosen:
+                self.report({"INFO"}, f"{strip.name} is an anonymized copy: anonymizing its original {original.name} again")
+            chosen.setdefault(original.name, original)
+        return list(chosen.values()), skipped
 
     def _on_result(self, task: runner.Task, result: runner.Result) -> None:
         """Called on the main thread when one clip's run ends: add the strips or record the error."""
@@ -143,20 +263,37 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
         sheet = result.summary.get("kept_sheet")
         if sheet:  # --keep/--only: who is NOT anonymized must be seen before publishing
             self.report({"WARNING"}, f"{label}: faces left visible on purpose are shown in {sheet}; check it before publishing")
+        _record_output(scene, output, task.source)
+        mode = self._resolved_mode
         for name in task.key:
             original = compat.strips_all(editor).get(name)
             if original is None:  # deleted or renamed while the CLI ran
                 self._errors.append(f"{name}: strip no longer exists; result left at {output}")
                 continue
             collection = self._collection_of(editor, original)
-            path = bpy.path.relpath(output) if original.filepath.startswith("//") and bpy.data.filepath else output
+            blend_dir = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else ""
+            relative = bool(blend_dir) and (original.filepath.startswith("//") or _is_under(output, blend_dir))
+            path = bpy.path.relpath(output) if relative else output
+            # The previous copy of this original in this mode is replaced: the new strip is added
+            # first (if that fails the old one stays), then the old one is removed and the new one
+            # takes its channel and name when they are free.
+            previous = compat.previous_copies(collection, original, _abspath(original.filepath), mode, _abspath)
+            prefer = previous[0].channel if previous else None
             try:
                 new = compat.add_movie_above(collection, original, path, f"{original.name}.deid")
             except (ValueError, RuntimeError) as exc:
                 self._errors.append(f"{name}: {exc}")
                 self.report({"ERROR"}, f"Could not add the anonymized strip for {name}: {exc}")
                 continue
-            if new.channel != original.channel + 1:
+            for old in previous:
+                self._replaced.append(old.name)
+                collection.remove(old)
+            if previous:
+                new.name = f"{original.name}.deid"
+                if prefer != new.channel and compat.free_channel(collection, prefer, new.frame_final_start, new.frame_final_end, ignore=new) == prefer:
+                    new.channel = prefer
+            compat.mark_output(new, _abspath(original.filepath), mode, original.name)
+            if new.channel != original.channel + 1 and new.channel != prefer:
                 self.report({"INFO"}, f"{new.name}: channel {original.channel + 1} is taken there, placed on channel {new.channel}")
             if (new.frame_final_start, new.frame_final_end) != (original.frame_final_start, original.frame_final_end):
                 self.report({"WARNING"}, f"{new.name}: the anonymized clip's length differs; check its range")
@@ -183,7 +320,8 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
             self.report({"WARNING"}, f"Cancelled; {len(self._added)} strip(s) added before cancelling")
         elif self._added:
             level = {"WARNING"} if self._errors else {"INFO"}
-            self.report(level, f"Added {len(self._added)} anonymized strip(s): {', '.join(self._added)}")
+            replaced = f" (replacing the previous copy of {len(self._replaced)})" if self._replaced else ""
+            self.report(level, f"Added {len(self._added)} anonymized strip(s){replaced}: {', '.join(self._added)}")
         return {"FINISHED"} if self._added else {"CANCELLED"}
 
     # -- blocking path ---------------------------------------------------------------------------
@@ -216,9 +354,22 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context: Any, event: Any) -> set[str]:
-        if event.type == "ESC" or STATE.cancel_requested:
+        """One event while the CLI runs.
+
+        Esc belongs to the job: its press cancels the job and its release is swallowed, and neither
+        is passed on, so Esc never also stops playback, leaves a maximized area or reaches another
+        tool. Every other event passes through, so the editor stays usable. The job ending on a
+        timer tick or after the Cancel button passes that event on too (the tick may be another
+        operator's timer).
+        """
+        if event.type == "ESC":
+            if getattr(event, "value", "PRESS") == "RELEASE":
+                return {"RUNNING_MODAL"}  # consumed: the press that started it was ours or already handled
             self._batch.cancel()
-            return self._end(context)
+            return self._end(context)  # FINISHED or CANCELLED without PASS_THROUGH: the Esc stops here
+        if STATE.cancel_requested:
+            self._batch.cancel()
+            return self._end(context) | {"PASS_THROUGH"}
         if event.type == "TIMER":
             try:
                 self._batch.step()
@@ -226,12 +377,12 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
                 self._batch.cancel()
                 self._cleanup(context)
                 self.report({"ERROR"}, f"deid-edit add-on failed: {type(exc).__name__}: {exc}")
-                return {"CANCELLED"}
+                return {"CANCELLED", "PASS_THROUGH"}
             STATE.fraction, STATE.text = self._batch.fraction, self._batch.status_text()
             self._set_status(context)
             _redraw_sequencers()
             if self._batch.finished:
-                return self._end(context)
+                return self._end(context) | {"PASS_THROUGH"}
         return {"PASS_THROUGH"}
 
     def cancel(self, context: Any) -> None:

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,23 +110,66 @@ def resolve_cli(cli: str) -> str:
 
 
 def output_path(source: str | os.PathLike[str], mode: str, out_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the anonymized copy of ``source`` goes: ``<stem>.deid-<mode><ext>`` next to it or in ``out_dir``.
+    """The first-choice name for the anonymized copy of ``source``: ``<stem>.deid-<mode><ext>`` in ``out_dir``.
 
-    The name is deterministic so re-running the operator replaces the previous result instead of
-    filling the folder with copies.
+    Without ``out_dir`` it is next to the source (only ``main``'s manual check does that; the
+    add-on always passes its output folder). ``choose_output`` decides the name actually used.
     """
     src = Path(source)
     folder = Path(out_dir) if out_dir else src.parent
     return folder / f"{src.stem}.deid-{mode}{src.suffix}"
 
 
+def path_key(path: str | os.PathLike[str]) -> str:
+    """A path as a comparable key: absolute, normalised, case-folded where the file system is."""
+    return os.path.normcase(os.path.normpath(os.path.abspath(os.fspath(path))))
+
+
+def choose_output(
+    source: str | os.PathLike[str],
+    mode: str,
+    out_dir: str | os.PathLike[str],
+    owned: Mapping[str, str],
+    exists: Callable[[str], bool] = os.path.exists,
+) -> tuple[Path, bool]:
+    """The output path for ``source`` and whether the CLI may overwrite it (``--force``).
+
+    ``owned`` maps ``path_key(output)`` to ``path_key(source)`` for every file this project's add-on
+    wrote (and, for a batch, the names already claimed by its other clips). Candidates are
+    ``<stem>.deid-<mode><ext>``, then ``-2``, ``-3``…: the first one that is our own earlier output
+    for this same source is reused and overwritten (a re-run replaces its result); otherwise the
+    first one that neither exists nor is recorded for another source is taken. A file the add-on did
+    not write, or wrote for another clip with the same name, is never overwritten.
+    """
+    base = output_path(source, mode, out_dir)
+    src = path_key(source)
+    n = 1
+    while True:
+        candidate = base if n == 1 else base.with_name(f"{base.stem}-{n}{base.suffix}")
+        owner = owned.get(path_key(candidate))
+        if owner == src:
+            return candidate, exists(str(candidate))
+        if owner is None and not exists(str(candidate)) and path_key(candidate) != src:
+            return candidate, False
+        n += 1
+
+
 def build_command(
-    cli: str, video: str | os.PathLike[str], output: str | os.PathLike[str], mode: str, keep: Sequence[str] = (), only: Sequence[str] = ()
+    cli: str,
+    video: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    mode: str,
+    keep: Sequence[str] = (),
+    only: Sequence[str] = (),
+    force: bool = False,
 ) -> list[str]:
-    """The argv for one clip; ``--force`` because the output name is ours (see ``output_path``)."""
+    """The argv for one clip; ``force`` (``--force``) only for our own previous output (see ``choose_output``)."""
     if mode not in MODES:
         raise RunnerError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    cmd = [cli, "run", os.fspath(video), "-o", os.fspath(output), "--mode", mode, "--force", "--progress", "json"]
+    cmd = [cli, "run", os.fspath(video), "-o", os.fspath(output), "--mode", mode]
+    if force:
+        cmd.append("--force")
+    cmd += ["--progress", "json"]
     for photo in keep:
         cmd += ["--keep", photo]
     for photo in only:
@@ -286,11 +329,12 @@ class Result:
 
 @dataclass
 class Task:
-    """One clip to anonymize; ``key`` identifies the caller's strip(s) it serves."""
+    """One clip to anonymize; ``key`` identifies the caller's strip(s) it serves; ``force``: overwrite ``output``."""
 
     source: str
     output: str
     key: Any = None
+    force: bool = False
 
 
 class Batch:
@@ -410,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: runner.py CLI VIDEO MODE", file=sys.stderr)
         return 2
     cli, video, mode = args
-    task = Task(video, str(output_path(video, mode)))
+    output, _ = choose_output(video, mode, Path(video).parent, {})  # a free name: never overwrites anything
+    task = Task(video, str(output))
     batch = Batch([task], lambda t: build_command(resolve_cli(cli), t.source, t.output, mode))
     results = batch.run(on_progress=lambda b: print(f"{b.fraction:6.1%} {b.status_text()}", file=sys.stderr))
     result = results[0][1]

@@ -28,8 +28,11 @@ class DeidEditPreferences(bpy.types.AddonPreferences):
     )
     output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Output Folder",
-        description="Where anonymized clips are written; empty: next to each source clip (// is relative to the .blend)",
-        default="",
+        description=(
+            "Where anonymized clips are written. Default //deid/: a deid folder beside the .blend (save the .blend first); "
+            "an absolute folder also works for unsaved files. Empty means the default"
+        ),
+        default=operators.DEFAULT_OUTPUT_DIR,
         subtype="DIR_PATH",
     )
 
@@ -50,6 +53,12 @@ class DeidEditSceneSettings(bpy.types.PropertyGroup):
     )
     only_photo: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Only", description="Anonymize only the people in these photos (separate several with ;)", subtype="FILE_PATH"
+    )
+    outputs: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Written Outputs",
+        description="JSON {output: source} of the files this add-on wrote for this .blend; only these are ever overwritten",
+        default="",
+        options={"HIDDEN"},
     )
 
 
@@ -84,6 +93,9 @@ class SEQUENCER_PT_deid_edit(bpy.types.Panel):
         editor = scene.sequence_editor
         count = len(compat.selected_movie_strips(compat.editing_strips(editor))) if editor is not None else 0
         layout.label(text=f"{count} movie strip(s) selected", icon="SEQUENCE")
+        folder = (operators.addon_prefs(context).output_dir or "").strip() or operators.DEFAULT_OUTPUT_DIR
+        if folder.startswith("//") and not bpy.data.filepath:
+            layout.label(text="Save the .blend first: results go to deid/ beside it", icon="ERROR")
         row = layout.row()
         row.enabled = count > 0
         op = row.operator(operators.SEQUENCER_OT_deid_anonymize.bl_idname, icon="HIDE_ON")
