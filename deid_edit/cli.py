@@ -452,6 +452,9 @@ def otio_command(
     _finish(progress, progress_kind, out, clips=len(items))
 
 
+NOT_VIDEO_LINES = 10  # the rest of a folder's sidecar files are in the summary, not the terminal
+
+
 @cli.command()
 @click.argument("in_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder (tree mirrored).")
@@ -466,7 +469,7 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
 
     --keep/--only photos apply to every file, decided per track as in 'run'; each output with a
     selection gets OUT.kept.png and its kept tracks in the summary."""
-    from .pipeline import SUMMARY
+    from .pipeline import BATCH_STATUSES, SUMMARY
     from .pipeline import batch as batch_pipeline
 
     if opts.get("keep_identity") or opts.get("only_identity"):
@@ -478,12 +481,21 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
         in_dir, out_dir, acfg, rcfg, ecfg, jobs, progress_for=lambda p: make_progress(progress_kind, file=str(p)), selection=selection
     )
     failed = [i for i in items if i.status == "failed"]
-    counts = {s: sum(1 for i in items if i.status == s) for s in ("ok", "skipped", "failed")}
+    counts = {s: sum(1 for i in items if i.status == s) for s in BATCH_STATUSES}
     summary = out_dir / f"{SUMMARY}.json"
     if progress_kind == "json":
-        JsonProgress().event("done", output=str(out_dir), summary=str(summary), **counts)
+        by_status = {k.replace(" ", "_"): v for k, v in counts.items()}
+        JsonProgress().event("done", output=str(out_dir), summary=str(summary), files=len(items), **by_status)
     else:
-        click.echo(f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed; summary: {summary}")
+        click.echo(
+            f"{len(items)} files: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
+            f"{counts['not a video']} not videos; summary: {summary}"
+        )
+        others = [i for i in items if i.status == "not a video"]
+        for item in others[:NOT_VIDEO_LINES]:
+            click.echo(f"not a video: {item.file} ({item.error})")
+        if len(others) > NOT_VIDEO_LINES:
+            click.echo(f"... and {len(others) - NOT_VIDEO_LINES} more not-video files, listed in the summary")
     for item in failed:
         click.echo(f"deid-edit: failed: {item.error}", err=True)
     if failed:

@@ -83,8 +83,15 @@ def _audio_packets(stream: av.AudioStream, samples: np.ndarray) -> list[av.Packe
     return packets
 
 
-def _video(out: av.container.OutputContainer, codec: str, size: tuple[int, int], pix_fmt: str, options: dict[str, str] | None = None,
-           time_base: Fraction | None = None, bit_rate: int | None = None) -> av.VideoStream:
+def _video(
+    out: av.container.OutputContainer,
+    codec: str,
+    size: tuple[int, int],
+    pix_fmt: str,
+    options: dict[str, str] | None = None,
+    time_base: Fraction | None = None,
+    bit_rate: int | None = None,
+) -> av.VideoStream:
     stream = out.add_stream(codec, rate=FPS)
     stream.width, stream.height = size
     stream.pix_fmt = pix_fmt
@@ -106,7 +113,9 @@ def _frames(rgb: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
     return [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in rgb]
 
 
-def _encode(stream: av.VideoStream, rgb: list[np.ndarray], pts: list[int] | None = None, setup: Callable[[av.VideoFrame], None] | None = None) -> list[av.Packet]:
+def _encode(
+    stream: av.VideoStream, rgb: list[np.ndarray], pts: list[int] | None = None, setup: Callable[[av.VideoFrame], None] | None = None
+) -> list[av.Packet]:
     packets: list[av.Packet] = []
     for i, img in enumerate(rgb):
         frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=stream.pix_fmt)
@@ -137,6 +146,7 @@ def _times(n: int, start: int = 0) -> tuple[Fraction, ...]:
 
 # -- makers: each writes ``path`` from ``rgb`` (RGB frames at FPS) and returns the expectation ---
 
+
 def editlist_trim(path: Path, rgb: list[np.ndarray]) -> Expect:
     """An MP4 trimmed in place like a phone's "trim" does: an edit list hides the first 5 frames
     (decoded from the GOP's keyframe, never shown) and the last 4; the header still counts all."""
@@ -158,7 +168,9 @@ def editlist_trim(path: Path, rgb: list[np.ndarray]) -> Expect:
         _interleave(out, vp, ap)
     shown = n - head - tail
     _patch_edit_durations(path, Fraction(shown, FPS))
-    return Expect(frames=shown, times=_times(shown), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, header_frames=n, offset=head)
+    return Expect(
+        frames=shown, times=_times(shown), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, header_frames=n, offset=head
+    )
 
 
 def _patch_edit_durations(path: Path, seconds: Fraction) -> None:
@@ -208,8 +220,14 @@ def open_gop(path: Path, rgb: list[np.ndarray]) -> Expect:
     """MPEG-TS with open GOPs (B-frames before each keyframe refer across it), as broadcast writes."""
     n = len(rgb)
     with av.open(str(path), "w", format="mpegts") as out:
-        v = _video(out, "libx264", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p",
-                   {"x264-params": "open-gop=1:keyint=12:min-keyint=12:bframes=3:scenecut=0"}, Fraction(1, 90000))
+        v = _video(
+            out,
+            "libx264",
+            (rgb[0].shape[1], rgb[0].shape[0]),
+            "yuv420p",
+            {"x264-params": "open-gop=1:keyint=12:min-keyint=12:bframes=3:scenecut=0"},
+            Fraction(1, 90000),
+        )
         a = _add_audio(out, "aac")
         _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
     return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1)
@@ -224,7 +242,9 @@ def vfr(path: Path, rgb: list[np.ndarray]) -> Expect:
         a = _add_audio(out, "aac")
         total = Fraction(pts[-1] + durations[-1], 1000)
         _interleave(out, _encode(v, rgb, pts), _audio_packets(a, _tone(float(total))))
-    return Expect(frames=len(rgb), times=tuple(Fraction(p, 1000) for p in pts), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1)
+    return Expect(
+        frames=len(rgb), times=tuple(Fraction(p, 1000) for p in pts), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1
+    )
 
 
 def odd_size(path: Path, rgb: list[np.ndarray]) -> Expect:
@@ -254,22 +274,37 @@ def hevc_10bit_hdr(path: Path, rgb: list[np.ndarray]) -> Expect:
     """10-bit HEVC tagged HDR10 (BT.2020 primaries and matrix, PQ transfer), as phones record HDR."""
     n = len(rgb)
     with av.open(str(path), "w", format="mp4") as out:
-        v = _video(out, "libx265", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p10le",
-                   {"x265-params": "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"}, Fraction(1, 12800))
+        v = _video(
+            out,
+            "libx265",
+            (rgb[0].shape[1], rgb[0].shape[0]),
+            "yuv420p10le",
+            {"x265-params": "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"},
+            Fraction(1, 12800),
+        )
         cc = v.codec_context
         for k, val in HDR_TAGS.items():
             setattr(cc, k, val)
         a = _add_audio(out, "aac")
         _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1,
-                  pix_fmt="yuv420p10le", color=dict(HDR_TAGS))
+    return Expect(
+        frames=n,
+        times=_times(n),
+        width=rgb[0].shape[1],
+        height=rgb[0].shape[0],
+        audio_streams=1,
+        pix_fmt="yuv420p10le",
+        color=dict(HDR_TAGS),
+    )
 
 
 def interlaced_mpeg2(path: Path, rgb: list[np.ndarray]) -> Expect:
     """Interlaced MPEG-2 in MPEG-TS, bottom field first (as FFmpeg's MPEG-2 encoder and DV write)."""
     n = len(rgb)
     with av.open(str(path), "w", format="mpegts") as out:
-        v = _video(out, "mpeg2video", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {"flags": "+ildct+ilme"}, Fraction(1, FPS), bit_rate=4_000_000)
+        v = _video(
+            out, "mpeg2video", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {"flags": "+ildct+ilme"}, Fraction(1, FPS), bit_rate=4_000_000
+        )
         v.codec_context.field_order = 3  # AV_FIELD_BB
         a = _add_audio(out, "aac")
         _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
@@ -336,7 +371,14 @@ def webm_vp9_opus(path: Path, rgb: list[np.ndarray]) -> Expect:
     """WebM with VP9 video and Opus audio, as browsers and web archives deliver."""
     n = len(rgb)
     with av.open(str(path), "w", format="webm") as out:
-        v = _video(out, "libvpx-vp9", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"}, Fraction(1, 1000))
+        v = _video(
+            out,
+            "libvpx-vp9",
+            (rgb[0].shape[1], rgb[0].shape[0]),
+            "yuv420p",
+            {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+            Fraction(1, 1000),
+        )
         a = _add_audio(out, "libopus")
         _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
     return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1)

@@ -39,12 +39,17 @@ def test_batch_tree(sample_clip, vfr_clip, tmp_path, capsys):
     assert not (out / "day2" / "notes.mp4").exists()
     summary = json.loads((out / "deid-edit-summary.json").read_text())["files"]
     status = {r["file"].split("in/")[1]: r for r in summary}
-    assert set(status) == {"day1/cam/a.mp4", "day2/b.mov.bin", "day2/c.mp4"}
-    assert status["day1/cam/a.mp4"]["status"] == "ok" and status["day1/cam/a.mp4"]["faces"] >= 1
+    # every file under the input folder has a row with a status and a reason
+    assert set(status) == {"day1/cam/a.mp4", "day2/b.mov.bin", "day2/c.mp4", "day2/notes.mp4", "readme.txt"}
+    assert status["day1/cam/a.mp4"]["status"] == "done" and status["day1/cam/a.mp4"]["faces"] >= 1
     assert status["day2/c.mp4"]["status"] == "failed" and "c.mp4" in status["day2/c.mp4"]["error"]
+    assert status["day2/notes.mp4"]["status"] == "not a video" and "text" in status["day2/notes.mp4"]["error"]
+    assert status["readme.txt"]["status"] == "not a video"
     rows = list(csv.DictReader((out / "deid-edit-summary.csv").open()))
-    assert {r["status"] for r in rows} == {"ok", "failed"}
-    assert "c.mp4" in capsys.readouterr().err
+    assert {r["status"] for r in rows} == {"done", "failed", "not a video"}
+    captured = capsys.readouterr()
+    assert "c.mp4" in captured.err
+    assert "5 files: 2 done, 0 skipped, 1 failed, 2 not videos" in captured.out
 
     # resume: finished outputs are skipped, the failed one is retried (and now works)
     (out / "day2" / "c.mp4").rmdir()
@@ -52,7 +57,13 @@ def test_batch_tree(sample_clip, vfr_clip, tmp_path, capsys):
     code = run_cli("batch", str(src), "-o", str(out), "--progress", "none", "--preset", "ultrafast")
     assert code == 0
     summary = {r["file"].split("in/")[1]: r["status"] for r in json.loads((out / "deid-edit-summary.json").read_text())["files"]}
-    assert summary == {"day1/cam/a.mp4": "skipped", "day2/b.mov.bin": "skipped", "day2/c.mp4": "ok"}
+    assert summary == {
+        "day1/cam/a.mp4": "skipped",
+        "day2/b.mov.bin": "skipped",
+        "day2/c.mp4": "done",
+        "day2/notes.mp4": "not a video",
+        "readme.txt": "not a video",
+    }
     assert (out / "day1" / "cam" / "a.mp4").stat().st_mtime_ns == before
 
 
@@ -73,10 +84,35 @@ def test_batch_keep_photo_applies_per_file(sample_clip, tmp_path):
     )
     assert code == 0
     (row,) = json.loads((out / "deid-edit-summary.json").read_text())["files"]
-    assert row["status"] == "ok" and row["kept"] not in ("", "none"), row
+    assert row["status"] == "done" and row["kept"] not in ("", "none"), row
     assert cv2.imread(str(out / "a.mp4.kept.png")) is not None
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((200, 200, 3), 127, np.uint8))
     code = run_cli("batch", str(src), "-o", str(tmp_path / "out2"), "--progress", "none", "--keep", str(wall))
     assert code != 0 and not (tmp_path / "out2" / "a.mp4").exists()
     assert run_cli("batch", str(src), "-o", str(tmp_path / "out3"), "--keep-identity", "1") == 2
+
+
+def test_batch_accounts_for_every_file(sample_clip, tmp_path, capsys):
+    """Two clips, a text file named notes.mp4 and a truncated mp4: all four in the summary, the CSV
+    and the terminal; the truncated one is failed (with why), never silently missing."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sample_clip[0], src / "one.mp4")
+    shutil.copy(sample_clip[0], src / "two.mp4")
+    (src / "notes.mp4").write_text("interview notes: call back on Tuesday\n")
+    data = sample_clip[0].read_bytes()
+    (src / "cut.mp4").write_bytes(data[: len(data) // 2])  # the moov atom is at the end: cut off
+    out = tmp_path / "out"
+    code = run_cli("batch", str(src), "-o", str(out), "--progress", "none", "--preset", "ultrafast")
+    assert code == 1
+    rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader((out / "deid-edit-summary.csv").open())}
+    assert set(rows) == {"one.mp4", "two.mp4", "notes.mp4", "cut.mp4"}
+    assert rows["one.mp4"]["status"] == rows["two.mp4"]["status"] == "done"
+    assert rows["notes.mp4"]["status"] == "not a video" and rows["notes.mp4"]["error"]
+    assert rows["cut.mp4"]["status"] == "failed" and "cut.mp4" in rows["cut.mp4"]["error"] and "truncated" in rows["cut.mp4"]["error"]
+    assert all(r["error"] for name, r in rows.items() if name not in ("one.mp4", "two.mp4"))
+    captured = capsys.readouterr()
+    assert "4 files: 2 done, 0 skipped, 1 failed, 1 not videos" in captured.out
+    assert "notes.mp4" in captured.out and "cut.mp4" in captured.err
+    assert not (out / "cut.mp4").exists() and not (out / "notes.mp4").exists()

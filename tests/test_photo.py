@@ -148,7 +148,7 @@ def test_batch_takes_photos_alongside_videos(sample_clip, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, _ = cli_main(capsys, "batch", str(src), "-o", str(out), "--progress", "none", "--preset", "ultrafast")
     rows = {Path(r["file"]).name: r for r in json.loads((out / "deid-edit-summary.json").read_text())["files"]}
-    assert code == 1 and rows["still.png"]["status"] == "ok" and rows["clip.mp4"]["status"] == "ok"
+    assert code == 1 and rows["still.png"]["status"] == "done" and rows["clip.mp4"]["status"] == "done"
     assert rows["broken.jpg"]["status"] == "failed" and "broken.jpg" in rows["broken.jpg"]["error"]
     assert (out / "still.png").is_file() and not np.array_equal(pixels(out / "still.png"), pixels(src / "still.png"))
 

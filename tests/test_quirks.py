@@ -10,7 +10,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 import quirks
 from conftest import cli_main, footage
 

@@ -311,7 +311,10 @@ class VideoWriter:
                 continue
             cc.bit_rate = trial.bit_rate
             return
-        log.warning("%s: no DNxHD bit rate fits %d Mb/s at %dx%d; the encoder will refuse it (use --codec dnxhr)", self.info.path, measured, cc.width, cc.height)
+        log.warning(
+            "%s: no DNxHD bit rate fits %d Mb/s at %dx%d; the encoder will refuse it (use --codec dnxhr)",
+            self.info.path, measured, cc.width, cc.height,
+        )
 
     def _add_copies(self, source: av.container.InputContainer) -> None:
         """Copy the audio (and with ``keep_metadata`` every other stream, chapter and attachment the
