@@ -23,7 +23,16 @@ from deid_edit.generator import CROP_SIZE  # noqa: E402
 from deid_edit.generator.export import max_abs_diff  # noqa: E402
 from deid_edit.generator.extract import HELD_OUT, INDEX, extract_faces, lfw_held_out, read_index  # noqa: E402
 from deid_edit.generator.model import CloakGenerator, DetectorFeatures, PatchDiscriminator, RecognitionFeatures  # noqa: E402
-from deid_edit.generator.train import LOSSES, ChipSet, LossWeights, TrainConfig, landmark_loss, load_generator, train  # noqa: E402
+from deid_edit.generator.train import (  # noqa: E402
+    LOSSES,
+    ChipSet,
+    LossWeights,
+    TrainConfig,
+    generator_losses,
+    landmark_loss,
+    load_generator,
+    train,
+)
 from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path  # noqa: E402
 
 LFW = SHARED / "faces" / "lfw" / "lfw_deepfunneled"
@@ -87,22 +96,36 @@ def test_recognizer_wrapper_matches_the_engine_descriptor(recognizer: Recognitio
     assert np.abs(got.numpy() - want).max() < 1e-3
 
 
+def _objective(gen: CloakGenerator, x: torch.Tensor, recognizer: RecognitionFeatures, weights: LossWeights) -> dict[str, float]:
+    """The generator's training objective (without the adversarial term) on a fixed batch."""
+    gen.eval()
+    with torch.no_grad():
+        x_feats, x_desc = recognizer(x)
+        y, mask = gen(x, x_desc)
+        terms = generator_losses(x, y, mask, x_feats, x_desc, recognizer, None, weights)
+    return {k: float(v) for k, v in terms.items()}
+
+
 def test_tiny_training_lowers_the_loss(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
+    """Training lowers the objective it optimizes: measured on one fixed batch, with the same
+    terms, before (the seeded initial weights) and after 30 steps. Comparing the logged losses of
+    different batches measured batch noise and the mask-closing plateau, and needed a tuned margin
+    (issue 17); this compares the same quantity on the same data, so any learning shows."""
     run = tmp_path / "run"
-    # 40 steps: over the first 20 the generator first closes its mask (the loss drops to the
-    # reconstruction-only plateau, 2.01 -> 1.96, then stays), only after that the repeller opens it
-    # again (1.88 by step 35-39); 20 steps measured the plateau, not the learning (issue 17)
-    cfg = TrainConfig(steps=40, batch=4, lr=5e-4, warmup=10, checkpoint_every=1000, seed=0, threads=1)
+    cfg = TrainConfig(steps=30, batch=4, lr=5e-4, warmup=30, checkpoint_every=1000, seed=0, threads=1)  # warmup: no GAN term
     trainer = train(dataset, run, cfg, recognizer=recognizer)
     log = [json.loads(line) for line in (run / LOSSES).read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(40))
-    assert {"attract", "repel", "recon", "mask_l1", "mask_tv", "adv", "total", "d_loss", "id_distance"} <= set(log[-1])
-    first, last = np.mean([r["total"] for r in log[:5]]), np.mean([r["total"] for r in log[-5:]])
-    assert last < first - 0.1, (first, last)
-    # the repeller is what moved it: the output's identity left the input's
-    assert np.mean([r["id_distance"] for r in log[-5:]]) > 2 * np.mean([r["id_distance"] for r in log[:5]])
-    assert trainer.step == 40 and (run / "checkpoint.pt").is_file() and (run / HELD_OUT).is_file()
+    assert [r["step"] for r in log] == list(range(30))
+    assert {"attract", "repel", "recon", "mask_l1", "mask_tv", "total", "d_loss", "id_distance"} <= set(log[-1])
+    assert trainer.step == 30 and (run / "checkpoint.pt").is_file() and (run / HELD_OUT).is_file()
     assert json.loads((run / "config.json").read_text())["chips"] == 16
+
+    torch.manual_seed(cfg.seed)  # the Trainer seeds, then builds its generator first: the same start
+    start = CloakGenerator(trainer.gcfg)
+    x = ChipSet(dataset).batch(10_000, 8, 1, trainer.gcfg.size)  # a batch the run never drew
+    before = _objective(start, x, recognizer, cfg.weights)
+    after = _objective(trainer.gen, x, recognizer, cfg.weights)
+    assert after["total"] < before["total"], (before, after)
 
 
 def test_resume_continues_exactly(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
