@@ -3,23 +3,33 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
+DEMO_STAMP := $(VENV)/.demo-deps-installed
 DEMO_DIR := build/demo
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	touch $@
+
+# the whole development set (tests, torch for training and the torch backend, converters)
+$(STAMP): setup.cfg pyproject.toml | $(VENV)/.created
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps onnx2torch==1.5.15
 	touch $(STAMP)
+
+# the demo needs only the product and the two sample photos' packages ([demo]): no torch
+$(DEMO_STAMP): setup.cfg pyproject.toml | $(VENV)/.created
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
 
 # the package itself is installed editable, so the console script always runs the checkout;
 # tests/test_install.py checks the non-editable install (wheel with its models) separately
 install: $(STAMP)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
-demo: install
+demo: $(DEMO_STAMP)
 	mkdir -p $(DEMO_DIR)
 	$(VENV)/bin/deid-edit sample $(DEMO_DIR)/sample.mp4
 	$(VENV)/bin/deid-edit run $(DEMO_DIR)/sample.mp4 -o $(DEMO_DIR)/sample.anon.mp4 --force --save-plan $(DEMO_DIR)/sample.deid.json

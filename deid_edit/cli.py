@@ -201,10 +201,42 @@ def cli() -> None:
     """Find every face in a video and anonymize it: blur, pixelate, solid, matte."""
 
 
-def _finish(progress: ProgressSink, kind: str, output: Path, **extra: Any) -> None:
+def _finish(progress: ProgressSink, kind: str, output: Path, line: str | None = None, **extra: Any) -> None:
+    """The "done" event (json) or one closing line on stdout: ``line`` when given, else the path."""
     progress.event("done", output=str(output), **extra)
     if kind != "json":
-        click.echo(str(output))
+        click.echo(line or str(output))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def result_line(plan: Any, output: Path, mode: str, photo: bool = False) -> str:
+    """What a run did, in one line: faces found, tracks, what stays visible, and the output path."""
+    kept_ids = [i for i in plan.identities if i.action == "keep"]
+    kept = sum(len(i.track_ids) for i in kept_ids)
+    if photo:
+        found = f"{_count(len(plan.tracks), 'face')} found"
+        visible = f"{kept} kept visible"
+    else:
+        found = f"{_count(len(plan.identities), 'face')} found ({_count(len(plan.tracks), 'track')})"
+        visible = f"{_count(kept, 'track')} kept visible"
+    if mode in REVIEW_MODES:
+        visible = f"ALL faces left visible (--mode {mode}, for review only)"
+    return f"{found}, {visible}: {output}"
+
+
+REVIEW_MODES = ("debug",)  # render modes that leave faces visible
+
+
+def _warn_review_mode(mode: str | None) -> None:
+    """Say before any work that this mode hides nobody (its output must never be published)."""
+    if mode in REVIEW_MODES:
+        click.echo(
+            f"deid-edit: WARNING: --mode {mode} leaves every face visible (boxes drawn for review); do not publish its output",
+            err=True,
+        )
 
 
 @cli.command()
@@ -231,6 +263,7 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    _warn_review_mode(rcfg.mode)
     if is_photo(video):
         if otio_path or save_plan:
             raise click.UsageError("--otio and --save-plan are for videos; a photo is anonymized in one go")
@@ -256,8 +289,10 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
     removed = _tell_metadata(video, ecfg.keep_metadata, progress_kind)
     kept = sum(1 for i in plan.identities if i.action == "keep")
-    _finish(progress, progress_kind, out, faces=len(plan.identities), kept=kept, frames=plan.frame_count, metadata_removed=removed, **extra)
     _echo_otio(progress_kind, extra)
+    line = result_line(plan, out, rcfg.mode)
+    done = {"faces": len(plan.identities), "tracks": len(plan.tracks), "kept": kept, "frames": plan.frame_count}
+    _finish(progress, progress_kind, out, line, **done, metadata_removed=removed, **extra)
 
 
 def _run_photo(photo: Path, out: Path, acfg: Any, rcfg: Any, ecfg: Any, selection: Any, progress_kind: str) -> None:
@@ -270,7 +305,8 @@ def _run_photo(photo: Path, out: Path, acfg: Any, rcfg: Any, ecfg: Any, selectio
     extra = _tell_kept(photo, out, heard, selection, progress, progress_kind, sheet=False)
     removed = _tell_metadata(photo, ecfg.keep_metadata, progress_kind)  # after the run: an unreadable photo fails there, clearly
     kept = sum(1 for i in plan.identities if i.action == "keep")
-    _finish(progress, progress_kind, out, faces=len(plan.tracks), kept=kept, frames=1, metadata_removed=removed, **extra)
+    line = result_line(plan, out, rcfg.mode, photo=True)
+    _finish(progress, progress_kind, out, line, faces=len(plan.tracks), kept=kept, frames=1, metadata_removed=removed, **extra)
 
 
 def _tell_metadata(video: Path, kept: bool, kind: str) -> list[str]:
@@ -341,7 +377,7 @@ def _write_otio(
 
 
 def _echo_otio(progress_kind: str, extra: dict[str, str]) -> None:
-    """People see the timeline's path on its own line after the video's (json mode has it in 'done')."""
+    """People see the timeline's path on its own line, before the closing line (json mode has it in 'done')."""
     if "otio" in extra and progress_kind != "json":
         click.echo(extra["otio"])
 
@@ -393,6 +429,7 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
 
     selection = _selection(opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    _warn_review_mode(rcfg.mode)
     plan_file = plan_path or video.with_name(video.name + ".deid.json")
     out = output or default_output(video)
     if otio_path:
@@ -401,13 +438,13 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
     heard: dict[str, Any] = {}
     out = render_pipeline(video, plan_file, out, rcfg, ecfg, progress, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
     extra: dict[str, str] = {}
+    plan = heard.get("plan") or load_plan(plan_file)  # what this render kept (markers, closing line)
     if otio_path:
-        plan = heard.get("plan") or load_plan(plan_file)  # the markers show who this render kept
         extra = _write_otio(otio_path, video, out, plan, rcfg.mode, plan_file, ecfg.force)
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
     removed = _tell_metadata(video, ecfg.keep_metadata, progress_kind)
-    _finish(progress, progress_kind, out, metadata_removed=removed, **extra)
     _echo_otio(progress_kind, extra)
+    _finish(progress, progress_kind, out, result_line(plan, out, rcfg.mode), metadata_removed=removed, **extra)
 
 
 @cli.command("otio")
@@ -477,6 +514,7 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
     selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    _warn_review_mode(rcfg.mode)
     items = batch_pipeline(
         in_dir, out_dir, acfg, rcfg, ecfg, jobs, progress_for=lambda p: make_progress(progress_kind, file=str(p)), selection=selection
     )

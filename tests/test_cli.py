@@ -87,6 +87,7 @@ def test_progress_json_contract(sample_clip, tmp_path):
         "stage": "done",
         "output": str(out),
         "faces": events[-1]["faces"],
+        "tracks": events[-1]["tracks"],
         "kept": 0,
         "frames": sample_clip[1].frame_count,
         "metadata_removed": events[-1]["metadata_removed"],  # what the output left out of the source
@@ -228,3 +229,24 @@ def test_faces_saves_the_plan_and_run_reuses_it(sample_clip, tmp_path, capsys):
     code, out = call("run", str(src), "-o", str(tmp_path / "all.mp4"), "--progress", "json")
     done = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and done["stage"] == "done" and done["kept"] == 0, out
+
+
+def test_run_ends_with_one_line_saying_what_happened(sample_clip, tmp_path, capsys):
+    """faces found, tracks, kept, output path; --mode debug warns first that faces stay visible."""
+    import re
+
+    from conftest import cli_main
+
+    out = tmp_path / "out.mp4"
+    code, stdout, stderr = cli_main(capsys, "run", str(sample_clip[0]), "-o", str(out), "--progress", "none", "--preset", "ultrafast")
+    assert code == 0, stderr
+    last = stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"(\d+) faces? found \((\d+) tracks?\), 0 tracks kept visible: (.+)", last)
+    assert m and int(m[1]) >= 2 and int(m[2]) >= int(m[1]) and m[3] == str(out), last  # two people, one per shot
+    assert "WARNING" not in stderr
+
+    debug = tmp_path / "debug.mp4"
+    code, stdout, stderr = cli_main(capsys, "run", str(sample_clip[0]), "-o", str(debug), "--mode", "debug", "--progress", "none")
+    assert code == 0, stderr
+    assert "--mode debug leaves every face visible" in stderr
+    assert stdout.strip().splitlines()[-1].endswith(f"ALL faces left visible (--mode debug, for review only): {debug}")

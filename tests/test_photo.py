@@ -41,7 +41,7 @@ def test_every_mode_on_a_photo(mode, tmp_path, capsys):
     out = tmp_path / f"out.{mode}.png"
     code, stdout, err = cli_main(capsys, "run", str(src), "-o", str(out), "--mode", mode, "--color", "255,0,255", "--progress", "none")
     assert code == 0, err
-    assert stdout.strip().splitlines()[-1] == str(out)
+    assert stdout.strip().splitlines()[-1].endswith(f": {out}")
     a, b = pixels(src), pixels(out)
     assert a.shape == b.shape
     ys, xs = inner(FACE)
