@@ -267,11 +267,18 @@ def prores_10bit(path: Path, rgb: list[np.ndarray]) -> Expect:
     return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, pix_fmt="yuv422p10le")
 
 
+# a typical HDR10 grade: P3 mastering display inside BT.2020, 1000 nits peak, MaxCLL 1000, MaxFALL 400
+HDR10_X265 = (
+    "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:hdr10=1:"
+    "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"
+)
+HDR_SIDE_DATA = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL")
 HDR_TAGS = {"color_primaries": 9, "color_trc": 16, "colorspace": 9}  # BT.2020, PQ (SMPTE 2084), BT.2020 NCL
 
 
 def hevc_10bit_hdr(path: Path, rgb: list[np.ndarray]) -> Expect:
-    """10-bit HEVC tagged HDR10 (BT.2020 primaries and matrix, PQ transfer), as phones record HDR."""
+    """10-bit HEVC tagged HDR10 (BT.2020 primaries and matrix, PQ transfer, mastering display and
+    content light level), as phones record HDR."""
     n = len(rgb)
     with av.open(str(path), "w", format="mp4") as out:
         v = _video(
@@ -279,7 +286,7 @@ def hevc_10bit_hdr(path: Path, rgb: list[np.ndarray]) -> Expect:
             "libx265",
             (rgb[0].shape[1], rgb[0].shape[0]),
             "yuv420p10le",
-            {"x265-params": "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"},
+            {"x265-params": HDR10_X265},
             Fraction(1, 12800),
         )
         cc = v.codec_context
@@ -428,6 +435,7 @@ class Shown:
     audio: tuple[bytes, ...]  # per audio stream: the packets' bytes, concatenated
     audio_seconds: tuple[Fraction, ...]  # where each audio stream ends, from the first frame
     header_frames: int
+    hdr: dict[str, bytes]  # the first frame's HDR10 side data (mastering display, content light level)
 
 
 def shown(path: Path) -> Shown:
@@ -437,8 +445,11 @@ def shown(path: Path) -> Shown:
         header = int(v.frames or 0)
         times: list[Fraction] = []
         first = None
+        hdr: dict[str, bytes] = {}
         for frame in c.decode(v):
-            first = first or frame
+            if first is None:
+                first = frame
+                hdr = {k: v for k, v in ((str(sd.type).rsplit(".", 1)[-1], bytes(sd)) for sd in frame.side_data) if k in HDR_SIDE_DATA}
             times.append(Fraction(frame.pts) * Fraction(frame.time_base))
         cc = v.codec_context
         color = {k: int(getattr(cc, k)) for k in ("color_primaries", "color_trc", "colorspace")}
@@ -472,4 +483,5 @@ def shown(path: Path) -> Shown:
         audio=tuple(audio),
         audio_seconds=tuple(seconds),
         header_frames=header,
+        hdr=hdr,
     )

@@ -49,6 +49,8 @@ def test_quirk_is_kept_exactly(name: str, base_frames, tmp_path: Path, capsys: p
     assert len(before.audio) == expect.audio_streams
     for key, value in expect.color.items():
         assert before.color[key] == value
+    if expect.color:
+        assert set(before.hdr) == {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
     if expect.field_order:
         assert before.field_order == expect.field_order
     if expect.timecode:
@@ -63,6 +65,7 @@ def test_quirk_is_kept_exactly(name: str, base_frames, tmp_path: Path, capsys: p
     assert after.times == before.times  # every frame, at its time
     assert (after.width, after.height, after.rotation, after.pix_fmt) == (before.width, before.height, before.rotation, before.pix_fmt)
     assert after.color == before.color
+    assert after.hdr == before.hdr  # HDR10 mastering display and light level, byte for byte
     assert after.field_order == before.field_order
     assert after.timecode == before.timecode
     assert after.audio == before.audio  # bit-exact audio, every stream

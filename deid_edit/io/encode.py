@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -194,6 +195,49 @@ def temp_path_for(target: Path) -> Path:
     return Path(tmp)
 
 
+def _read_q(data: bytes, at: int) -> float:
+    num, den = struct.unpack_from("<ii", data, at)
+    return num / den if den else 0.0
+
+
+def hdr10_x265_params(src_v: av.video.stream.VideoStream) -> str:
+    """x265 parameters that carry the source's HDR10 static metadata (mastering display colour
+    volume, content light level) into the re-encode; "" when the first frame has none.
+
+    Without them an HDR10 phone clip comes back with its colour tags but no mastering display,
+    and players tone-map it as if mastered at an unknown peak: visibly brighter or duller.
+    """
+    container = src_v.container
+    side: dict[str, bytes] = {}
+    try:
+        for frame in container.decode(src_v):
+            side = {str(sd.type).rsplit(".", 1)[-1]: bytes(sd) for sd in frame.side_data}
+            break
+        container.seek(0)
+    except av.FFmpegError:
+        log.debug("cannot read the first frame's side data", exc_info=True)
+        return ""
+    params = []
+    md = side.get("MASTERING_DISPLAY_METADATA")
+    if md is not None and len(md) >= 88:
+        has_primaries, has_luminance = struct.unpack_from("<ii", md, 80)
+        if has_primaries and has_luminance:
+            r, g, b, wp = ((_read_q(md, at), _read_q(md, at + 8)) for at in (0, 16, 32, 48))
+            lmin, lmax = _read_q(md, 64), _read_q(md, 72)
+
+            def xy(p: tuple[float, float]) -> str:
+                return f"({round(p[0] * 50000)},{round(p[1] * 50000)})"
+
+            params.append(f"master-display=G{xy(g)}B{xy(b)}R{xy(r)}WP{xy(wp)}L({round(lmax * 10000)},{round(lmin * 10000)})")
+    cll = side.get("CONTENT_LIGHT_LEVEL")
+    if cll is not None and len(cll) >= 8:
+        max_cll, max_fall = struct.unpack_from("<II", cll, 0)
+        params.append(f"max-cll={max_cll},{max_fall}")
+    if params:
+        params.append("hdr10=1")
+    return ":".join(params)
+
+
 class VideoWriter:
     """Writes one output video mirroring ``source`` (an open input container)."""
 
@@ -266,6 +310,10 @@ class VideoWriter:
             cc.field_order = field_order
         if self.codec == "dnxhd" and "profile" not in options:
             self._match_dnxhd(src_v, cc, options)
+        if self.codec == "libx265":
+            hdr = hdr10_x265_params(src_v)
+            if hdr:
+                options["x265-params"] = f"{options['x265-params']}:{hdr}" if options.get("x265-params") else hdr
         cc.options = options
         cc.thread_type = "AUTO"
         if info.rotation:
