@@ -17,6 +17,10 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,7 @@ from resolve_standin import STAND_IN_CLASSES, StandInResolve
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "plugins" / "davinci" / "deid_edit_anonymize.py"
+CANCEL_SCRIPT = SCRIPT.with_name("deid_edit_cancel.py")
 SHARED = Path(os.environ.get("DEID_EDIT_SHARED", ROOT.parent / "shared"))
 RESOLVE_README = SHARED / "reference" / "resolve_scripting_README_21.0.2.txt"
 CLI = Path(sys.executable).with_name("deid-edit")
@@ -162,7 +167,23 @@ def test_config_rejects_bad_values_up_front(tmp_path, settings, message):
 def test_output_path_follows_folder_and_template(tmp_path):
     config = _config(output_dir=str(tmp_path), name_template="{stem}_{mode}{ext}")
     assert dv.output_path_for("/media/card/A001.mov", config) == str(tmp_path / "A001_solid.mov")
-    assert dv.output_path_for("/media/card/A001.mov", _config()) == os.path.abspath("/media/card/A001.anon.mov")
+    # the default name carries the mode
+    assert dv.output_path_for("/media/card/A001.mov", _config()) == os.path.abspath("/media/card/A001.deid-solid.mov")
+    assert dv.output_path_for("/media/card/A001.mov", _config(mode="blur")) == os.path.abspath("/media/card/A001.deid-blur.mov")
+
+
+def test_a_name_template_without_the_mode_is_refused(tmp_path):
+    with pytest.raises(dv.ConfigError, match="must contain {mode}"):
+        dv.validate_config(_config(name_template="{stem}.anon{ext}"))
+
+
+def test_free_output_path_never_takes_an_existing_or_claimed_name(tmp_path):
+    first = str(tmp_path / "clip.deid-blur.mp4")
+    assert dv.free_output_path(first) == first
+    Path(first).write_bytes(b"used in another timeline")
+    assert dv.free_output_path(first) == str(tmp_path / "clip.deid-blur-2.mp4")
+    taken = {os.path.normcase(str(tmp_path / "clip.deid-blur-2.mp4"))}
+    assert dv.free_output_path(first, taken) == str(tmp_path / "clip.deid-blur-3.mp4")
 
 
 def test_missing_cli_names_the_setting_to_change():
@@ -246,7 +267,7 @@ def test_main_anonymizes_coloured_clips_and_places_them_above(sample, tmp_path, 
 
     results = dv.main(resolve, _config(clip_color="Orange", output_dir=str(out_dir)), runner=counting_runner)
 
-    output = str(out_dir / "interview.anon.mp4")
+    output = str(out_dir / "interview.deid-solid.mp4")  # the mode in the name
     assert [r.status for r in results] == ["placed", "placed", "failed"]
     assert "not a readable video" in results[2].message
     assert calls == [str(sample), str(broken)]  # the sample once for both of its clips
@@ -307,18 +328,233 @@ def test_main_processes_the_clip_under_the_playhead(tmp_path):
     assert resolve.media_pool.appended[0]["trackIndex"] == 2
 
 
-def test_main_reuses_the_bin_and_the_imported_clip_on_a_second_run(tmp_path):
+def test_a_second_run_never_overwrites_the_first_result(tmp_path):
+    """Same clip, same mode, twice: a second file (-2), imported into the same bin and placed one track higher;
+    the first file, which other timelines may use, is untouched."""
     src = tmp_path / "a.mov"
     src.write_bytes(b"x")
     resolve = StandInResolve()
     resolve.timeline.add_clip(1, resolve.media(src), 0, 25, 90000, color="Teal")
-    dv.main(resolve, _config(clip_color="Teal"), runner=_fake_runner)
-    dv.main(resolve, _config(clip_color="Teal"), runner=_fake_runner)
+    first = dv.main(resolve, _config(clip_color="Teal"), runner=_fake_runner)
+    Path(first[0].output).write_bytes(b"graded and used elsewhere")
+    second = dv.main(resolve, _config(clip_color="Teal"), runner=_fake_runner)
+    assert [r.output for r in first + second] == [str(tmp_path / "a.deid-solid.mov"), str(tmp_path / "a.deid-solid-2.mov")]
+    assert (tmp_path / "a.deid-solid.mov").read_bytes() == b"graded and used elsewhere"
     bins = [f for f in resolve.media_pool.root.GetSubFolderList() if f.GetName() == "Anonymized"]
-    assert len(bins) == 1 and len(bins[0].GetClipList()) == 1
-    anon = bins[0].GetClipList()[0]
+    assert len(bins) == 1
+    assert [c.GetClipProperty("File Path") for c in bins[0].GetClipList()] == [r.output for r in first + second]
+    anon1, anon2 = bins[0].GetClipList()
     # The second copy finds V2 taken by the first and goes one track higher.
-    assert [(i["trackIndex"], i["mediaPoolItem"]) for i in resolve.media_pool.appended] == [(2, anon), (3, anon)]
+    assert [(i["trackIndex"], i["mediaPoolItem"]) for i in resolve.media_pool.appended] == [(2, anon1), (3, anon2)]
+
+
+def _recording_cli(tmp_path, hang=False, ignore_sigint=False):
+    """A stand-in CLI (a Python script) that logs its argv, refuses an existing output without --force like
+    the real one, and either writes the output or (hang) writes a partial file and waits to be stopped."""
+    log = tmp_path / "cli-calls.jsonl"
+    script = tmp_path / "fake_cli.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, os, signal, sys, time
+            args = sys.argv[1:]
+            with open({str(log)!r}, "a") as fh:
+                fh.write(json.dumps({{"argv": args, "pid": os.getpid()}}) + "\\n")
+            out = args[args.index("-o") + 1]
+            if os.path.exists(out) and "--force" not in args:
+                print(json.dumps({{"stage": "error", "message": out + ": already exists"}}), flush=True)
+                sys.exit(1)
+            if {hang!r}:
+                if {ignore_sigint!r}:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                stem, ext = os.path.splitext(os.path.basename(out))
+                partial = os.path.join(os.path.dirname(out), "." + stem + ".x1y2.part" + ext)
+                open(partial, "wb").close()
+                print(json.dumps({{"stage": "analyze", "done": 1, "total": 100}}), flush=True)
+                try:
+                    time.sleep(60)  # silent from here on: only a stop ends it
+                except KeyboardInterrupt:
+                    os.remove(partial)
+                    sys.exit(130)
+            with open(out, "wb") as fh:
+                fh.write(b"anonymized")
+            print(json.dumps({{"stage": "done", "output": out, "faces": 1, "kept": 0, "frames": 10}}), flush=True)
+            """
+        )
+    )
+
+    def calls():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    return [sys.executable, str(script)], calls
+
+
+def test_the_cli_is_never_asked_to_overwrite(tmp_path):
+    """Through the real runner: no --force, and an existing file of that name (the editor's) stays as it was."""
+    cli, calls = _recording_cli(tmp_path)
+    src = tmp_path / "a.mov"
+    src.write_bytes(b"x")
+    (tmp_path / "a.deid-blur.mov").write_bytes(b"the editor's file")
+    resolve = StandInResolve()
+    resolve.timeline.add_clip(1, resolve.media(src), 0, 25, 90000, color="Lime")
+    results = dv.main(resolve, _config(cli=cli, mode="blur", clip_color="Lime"))
+    assert [r.status for r in results] == ["placed"]
+    [call] = calls()
+    assert "--force" not in call["argv"] and call["argv"][call["argv"].index("-o") + 1] == str(tmp_path / "a.deid-blur-2.mov")
+    assert (tmp_path / "a.deid-blur.mov").read_bytes() == b"the editor's file"
+    assert (tmp_path / "a.deid-blur-2.mov").read_bytes() == b"anonymized"
+
+
+def test_a_copy_under_the_playhead_is_never_anonymized_again(tmp_path, capsys):
+    """After a run the copy is the topmost clip at the playhead: a second run uses the original under it
+    (one more copy of the original, no clip.deid-solid.deid-solid); a copy with no original is skipped."""
+    src = tmp_path / "a.mov"
+    src.write_bytes(b"x")
+    resolve = StandInResolve(timeline_kwargs={"fps": 24.0, "start_frame": 86400})
+    tl = resolve.timeline
+    tl.add_clip(1, resolve.media(src), 0, 48, 86400)
+    tl.playhead = 86410
+    sources = []
+
+    def runner(argv_prefix, source, output, config, on_progress=None):
+        sources.append(source)
+        return _fake_runner(argv_prefix, source, output, config, on_progress)
+
+    first = dv.main(resolve, _config(), runner=runner)
+    assert tl.GetCurrentVideoItem().GetTrackTypeAndIndex() == ["video", 2]  # the copy is what the playhead finds now
+    second = dv.main(resolve, _config(), runner=runner)
+    assert [r.status for r in first + second] == ["placed", "placed"]
+    assert sources == [str(src), str(src)]  # the original both times, never the anonymized file
+    assert [r.output for r in first + second] == [str(tmp_path / "a.deid-solid.mov"), str(tmp_path / "a.deid-solid-2.mov")]
+    assert [(i["trackIndex"], i["startFrame"], i["recordFrame"]) for i in resolve.media_pool.appended] == [(2, 0, 86400), (3, 0, 86400)]
+    assert "is an anonymized copy; anonymizing its original on V1 instead" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.deid-solid-2.mov", "a.deid-solid.mov", "a.mov"]
+
+    # A copy whose original is gone (here: an output file alone on the timeline) is skipped; the CLI never runs.
+    lone = StandInResolve()
+    lone.timeline.add_clip(1, lone.media(tmp_path / "a.deid-solid.mov"), 0, 25, 90000)
+    lone.timeline.playhead = 90005
+    results = dv.main(lone, _config(), runner=runner)
+    assert [r.status for r in results] == ["skipped"] and "anonymized copy" in results[0].message
+    assert len(sources) == 2 and lone.media_pool.appended == []
+
+
+def test_stop_file_interrupts_the_real_cli_and_cancels_the_rest(tmp_path, sample, monkeypatch, capsys):
+    """The stop file appears while the real CLI analyzes: it gets SIGINT, exits 130 leaving no file, and
+    the clip it worked on and the next one are reported as cancelled; nothing is placed; the file is removed."""
+    stop = tmp_path / "stop"
+    other = tmp_path / "other.mp4"
+    other.write_bytes(sample.read_bytes())
+    procs = []
+    real_popen = dv.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        procs.append(real_popen(*args, **kwargs))
+        return procs[-1]
+
+    monkeypatch.setattr(dv.subprocess, "Popen", recording_popen)
+
+    def stopping_runner(argv_prefix, source, output, config, on_progress=None):
+        return dv.run_cli(argv_prefix, source, output, config, on_progress=lambda stage, done, total: stop.write_text("stop"))
+
+    resolve = StandInResolve(timeline_kwargs={"fps": 15.0, "start_frame": 54000})
+    resolve.timeline.add_clip(1, resolve.media(sample, fps=15.0), 0, 30, 54000, color="Violet")
+    resolve.timeline.add_clip(1, resolve.media(other, fps=15.0), 0, 30, 54100, color="Violet")
+    out_dir = tmp_path / "anon"
+    started = time.monotonic()
+    results = dv.main(resolve, _config(clip_color="Violet", output_dir=str(out_dir), stop_file=str(stop)), runner=stopping_runner)
+    assert time.monotonic() - started < 30
+    assert [r.status for r in results] == ["cancelled", "cancelled"]
+    assert "stopped" in results[0].message and results[1].message.startswith("not started")
+    assert len(procs) == 1 and procs[0].returncode == 130  # the CLI got the interrupt and cleaned up itself
+    assert sorted(p.name for p in out_dir.iterdir()) == []  # no output, no partial file
+    assert resolve.media_pool.appended == [] and not stop.exists()
+    assert "cancelled: 0 placed, 0 failed, 0 skipped, 2 cancelled" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["sigint", "killed-after-grace"])
+def test_stop_file_ends_a_silent_cli(tmp_path, monkeypatch, ignore_sigint):
+    """The CLI prints nothing for a while (models loading): the stop file is still noticed within the poll
+    interval. A CLI that ignores the interrupt is killed after the grace time, and its partial file removed."""
+    monkeypatch.setattr(dv, "STOP_GRACE_SECONDS", 1.0)
+    cli, calls = _recording_cli(tmp_path, hang=True, ignore_sigint=ignore_sigint)
+    stop = tmp_path / "stop"
+    src = tmp_path / "a.mov"
+    src.write_bytes(b"x")
+    resolve = StandInResolve()
+    resolve.timeline.add_clip(1, resolve.media(src), 0, 25, 90000, color="Navy")
+    timer = threading.Timer(1.0, stop.write_text, args=("stop",))
+    timer.start()
+    started = time.monotonic()
+    results = dv.main(resolve, _config(cli=cli, clip_color="Navy", stop_file=str(stop)))
+    timer.join()
+    assert time.monotonic() - started < 10
+    assert [r.status for r in results] == ["cancelled"]
+    [call] = calls()
+    with pytest.raises(ProcessLookupError):
+        os.kill(call["pid"], 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mov", "cli-calls.jsonl", "fake_cli.py"]  # no output, no partial
+    assert resolve.media_pool.appended == [] and not stop.exists()
+
+
+def test_ctrl_c_in_a_terminal_cancels_like_the_stop_file(tmp_path):
+    cli, calls = _recording_cli(tmp_path, hang=True)
+    src = tmp_path / "a.mov"
+    src.write_bytes(b"x")
+
+    def interrupted_runner(argv_prefix, source, output, config, on_progress=None):
+        def ctrl_c(stage, done, total):
+            raise KeyboardInterrupt  # what Python raises in the script when Ctrl-C arrives during the run
+
+        return dv.run_cli(argv_prefix, source, output, config, on_progress=ctrl_c)
+
+    resolve = StandInResolve()
+    resolve.timeline.add_clip(1, resolve.media(src), 0, 25, 90000, color="Tan")
+    results = dv.main(resolve, _config(cli=cli, clip_color="Tan", stop_file=str(tmp_path / "stop")), runner=interrupted_runner)
+    assert [(r.status, r.message) for r in results] == [("cancelled", "interrupted (Ctrl-C)")]
+    with pytest.raises(ProcessLookupError):
+        os.kill(calls()[0]["pid"], 0)
+    assert not (tmp_path / "a.deid-solid.mov").exists()
+
+
+def test_a_stop_between_clips_and_a_stale_stop_file(tmp_path):
+    """A leftover stop file from an earlier run is removed at the start; one that appears after the first
+    clip stops before the second, which is reported as not started; the first stays placed."""
+    stop = tmp_path / "stop"
+    stop.write_text("left over")
+    srcs = [tmp_path / "a.mov", tmp_path / "b.mov"]
+    resolve = StandInResolve()
+    for i, src in enumerate(srcs):
+        src.write_bytes(b"x")
+        resolve.timeline.add_clip(1, resolve.media(src), 0, 25, 90000 + 100 * i, color="Pink")
+
+    def runner_then_stop(argv_prefix, source, output, config, on_progress=None):
+        result = _fake_runner(argv_prefix, source, output, config, on_progress)
+        stop.write_text("stop")
+        return result
+
+    results = dv.main(resolve, _config(clip_color="Pink", stop_file=str(stop)), runner=runner_then_stop)
+    assert [r.status for r in results] == ["placed", "cancelled"]
+    assert results[1].message.startswith("not started")
+    assert [i["recordFrame"] for i in resolve.media_pool.appended] == [90000]
+    assert not stop.exists()
+
+
+def test_the_cancel_script_creates_the_stop_file_even_with_a_broken_config(tmp_path):
+    """deid_edit_cancel.py (Workspace > Scripts) run as Resolve would run it: a separate script in the same folder."""
+    stop = tmp_path / "stop"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"keep": ["/no/such/photo.jpg"]}))  # would stop a run from starting, not a stop
+    env = {**os.environ, "DEID_EDIT_STOP_FILE": str(stop), "DEID_EDIT_RESOLVE_CONFIG": str(broken)}
+    proc = subprocess.run([sys.executable, str(CANCEL_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert stop.is_file() and "stop requested" in proc.stdout
+    config = _config(stop_file=str(stop))
+    assert dv.stop_requested(config)
+    dv.clear_stop(config)
+    assert not dv.stop_requested(config)
+    # The default location, when nothing is set: the temporary folder.
+    assert dv.stop_file_path(_config()) == os.path.join(tempfile.gettempdir(), "deid_edit_anonymize.stop")
 
 
 def test_a_clip_that_cannot_be_placed_gets_nothing_and_the_next_one_goes_on(tmp_path, monkeypatch, capsys):
@@ -439,9 +675,10 @@ def test_the_stand_in_covers_every_call_the_script_makes():
     assert sorted(_script_api_calls() - implemented) == []
 
 
-def test_script_runs_on_resolves_python_and_never_imports_the_package():
+@pytest.mark.parametrize("script", [SCRIPT, CANCEL_SCRIPT], ids=lambda p: p.name)
+def test_script_runs_on_resolves_python_and_never_imports_the_package(script):
     """Resolve embeds its own Python (3.6 or newer) without deid_edit installed."""
-    source = SCRIPT.read_text(encoding="utf-8")
+    source = script.read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 6))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
@@ -450,8 +687,68 @@ def test_script_runs_on_resolves_python_and_never_imports_the_package():
     assert not any(isinstance(node, ast.NamedExpr | ast.Match) for node in ast.walk(tree))
 
 
+def _studio_flagged_methods() -> set[str]:
+    """Methods the README marks 'Refer to section "Studio and AI Scripting APIs" for prerequisites'.
+
+    That section says such calls "can return with a False status" in the free version (or without the
+    Extras); the note sits on the line(s) after the method's own line.
+    """
+    text = _readme_text()
+    api = text[text.index("DaVinci Resolve API\n---") : text.index("List and Dict Data Structures")]
+    flagged, last = set(), None
+    for line in api.splitlines():
+        method = re.match(r"^  ([A-Z][A-Za-z0-9]*)\(", line)
+        if method:
+            last = method.group(1)
+        if 'Refer to section "Studio and AI Scripting APIs"' in line and last:
+            flagged.add(last)
+    return flagged
+
+
+def test_the_script_uses_no_call_the_readme_marks_as_studio_or_extras():
+    """What plugins/davinci/README.md says about Resolve Free rests on this: none of the calls is flagged."""
+    flagged = _studio_flagged_methods()
+    assert {"AnalyzeForIntellisearch", "CreateMagicMask", "SmartReframe"} <= flagged  # the parser sees the flags
+    assert sorted(_script_api_calls() & flagged) == []
+
+
 def test_the_shipped_example_config_loads(tmp_path):
     example = SCRIPT.with_name("deid_edit_anonymize.example.json")
     config = dv.load_config({}, str(example))
     assert set(json.loads(example.read_text())) == set(dv.DEFAULTS)
     assert config["clip_color"] == "Orange"
+
+
+def test_the_readme_free_and_studio_section_quotes_only_the_reference():
+    """plugins/davinci/README.md says what Free and Studio allow only in the reference's words: every
+    quotation there (pieces around an ellipsis) must be found in the 21.0.2 scripting README."""
+    reference = " ".join(_readme_text().split())
+    readme = (SCRIPT.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Resolve Free and Studio") :]
+    section = re.sub(r"`[^`]*`", "", section[: section.index("\n## ", 3)])  # code spans are not quotations
+    quotes = re.findall(r'"([^"]{12,})"', section)
+    assert len(quotes) >= 8, quotes
+    for quote in quotes:
+        for piece in (" ".join(p.split()) for p in quote.split("…")):
+            assert piece in reference, piece
+
+
+@pytest.mark.media
+def test_phone_clip_with_an_edit_list_is_anonymized_and_placed(tmp_path):
+    """phone_selfie.mp4 (its MP4 edit list hides one of the 32 frames the header counts) through the
+    real CLI: placed above its original over the same source range, the file showing the 31 frames."""
+    import av
+    from conftest import footage
+
+    src = footage("phone_selfie.mp4")
+    resolve = StandInResolve(timeline_kwargs={"fps": 30.0, "start_frame": 108000, "video_tracks": 1})
+    clip = resolve.media(src, fps=30.0)
+    resolve.timeline.add_clip(1, clip, 0, 31, 108000, color="Orange")
+    out_dir = tmp_path / "anon"
+    results = dv.main(resolve, _config(clip_color="Orange", output_dir=str(out_dir)))
+    assert [r.status for r in results] == ["placed"], [r.message for r in results]
+    output = out_dir / "phone_selfie.deid-solid.mp4"
+    with av.open(str(output)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 31
+    (placed,) = resolve.timeline.GetItemListInTrack("video", 2)
+    assert (placed.GetStart(), placed.GetEnd()) == (108000, 108031)

@@ -3,7 +3,8 @@
 Blender 4.4 renamed ``sequences``/``sequences_all`` to ``strips``/``strips_all`` (and 5.0 removed the
 old names); 5.0 can edit a scene other than the active one (``context.sequencer_scene``). This
 module only duck-types the objects it is given, so it imports nothing from ``bpy`` and the strip
-placement rules can be tested without Blender.
+placement rules, and the rules that recognise an anonymized copy and find its original and its
+predecessor, can be tested without Blender.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ PROP_MODE = "deid_edit_mode"
 PROP_ORIGINAL = "deid_edit_original"
 OUTPUT_STEM = re.compile(r"\.deid-(?P<mode>blur|pixelate|solid|matte)(?:-\d+)?$")
 """File stems the add-on (and the Resolve script) write: ``clip.deid-blur``, ``clip.deid-blur-2``."""
-COPY_NAME = re.compile(r"\.deid(?:\.\d{3})?$")
-"""Strip names the add-on gives its copies: ``clip.deid``, or ``clip.deid.001`` after Blender's renaming."""
+COPY_NAME = re.compile(r"\.deid(?:-(?:blur|pixelate|solid|matte))?(?:\.\d{3})?$")
+"""Strip names the add-on gives its copies: ``clip.deid-blur`` (``clip.deid`` in earlier versions), ``.001`` after Blender's renaming."""
 
 # Properties that decide what the viewer shows of a strip, copied so the anonymized copy covers the
 # original exactly (same crop, transform, blend, colour); missing ones are skipped.
@@ -132,7 +133,11 @@ def add_movie_above(collection: Any, original: Any, filepath: str, name: str) ->
         raise ValueError(f"no free channel to place the anonymized copy of {original.name!r}")
     strip = collection.new_movie(name=name, filepath=filepath, channel=parking, frame_start=round(original.frame_start))
     strip.frame_offset_start = original.frame_offset_start
-    strip.frame_offset_end = original.frame_offset_end
+    # Blender counts the frames an MP4 edit list hides (a phone's in-place trim) as its own last
+    # frames; the render has only those a player shows. The copy holds its last frame over the
+    # difference, so it covers the original's whole visible range frame for frame.
+    shorter = max(0, original.frame_duration - strip.frame_duration)
+    strip.frame_offset_end = original.frame_offset_end - shorter
     if strip.frame_start != original.frame_start:
         strip.frame_start = original.frame_start
     if strip.channel != target:
@@ -167,7 +172,7 @@ def is_output(strip: Any, abspath: Callable[[str], str], folders: Collection[str
     """Whether ``strip`` shows a deid-edit result rather than original footage.
 
     In order: the add-on's custom property; a file named like an output (``*.deid-<mode>[-N].*``);
-    a strip named like an added copy (``*.deid``, ``*.deid.001``); a file inside one of ``folders``
+    a strip named like an added copy (``*.deid-blur``, ``*.deid``, ``*.deid-blur.001``); a file inside one of ``folders``
     (the default ``deid/`` folder beside the .blend, which only the add-on writes into). A folder the
     user chose in the preferences is not used as a sign: it may well be the footage folder.
     """
@@ -190,9 +195,7 @@ def find_original(collection: Iterable[Any], copy: Any, abspath: Callable[[str],
     copy that covers exactly the same frames and shows the recorded source, or, without a recorded
     source, whose file or strip name is the copy's without the ``.deid…`` suffix.
     """
-    candidates = [
-        s for s in collection if getattr(s, "type", "") == "MOVIE" and s != copy and not is_output(s, abspath, folders)
-    ]
+    candidates = [s for s in collection if getattr(s, "type", "") == "MOVIE" and s != copy and not is_output(s, abspath, folders)]
     name, source = get_prop(copy, PROP_ORIGINAL), get_prop(copy, PROP_SOURCE)
     if name:
         for strip in candidates:
@@ -223,9 +226,9 @@ def previous_copies(collection: Iterable[Any], original: Any, source: str, mode:
             continue
         same_span = (strip.frame_final_start, strip.frame_final_end) == span and strip.channel > original.channel
         if get_prop(strip, PROP_SOURCE):
-            if get_prop(strip, PROP_SOURCE) == source and get_prop(strip, PROP_MODE) == mode:
-                if get_prop(strip, PROP_ORIGINAL) == original.name or same_span:
-                    found.append(strip)
+            ours = get_prop(strip, PROP_SOURCE) == source and get_prop(strip, PROP_MODE) == mode
+            if ours and (get_prop(strip, PROP_ORIGINAL) == original.name or same_span):
+                found.append(strip)
         elif same_span and COPY_NAME.sub("", strip.name) == original.name:
             stem = _stem(abspath(strip.filepath))
             match = OUTPUT_STEM.search(stem)

@@ -280,7 +280,7 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
             previous = compat.previous_copies(collection, original, _abspath(original.filepath), mode, _abspath)
             prefer = previous[0].channel if previous else None
             try:
-                new = compat.add_movie_above(collection, original, path, f"{original.name}.deid")
+                new = compat.add_movie_above(collection, original, path, f"{original.name}.deid-{mode}")
             except (ValueError, RuntimeError) as exc:
                 self._errors.append(f"{name}: {exc}")
                 self.report({"ERROR"}, f"Could not add the anonymized strip for {name}: {exc}")
@@ -289,8 +289,9 @@ class SEQUENCER_OT_deid_anonymize(bpy.types.Operator):
                 self._replaced.append(old.name)
                 collection.remove(old)
             if previous:
-                new.name = f"{original.name}.deid"
-                if prefer != new.channel and compat.free_channel(collection, prefer, new.frame_final_start, new.frame_final_end, ignore=new) == prefer:
+                new.name = f"{original.name}.deid-{mode}"
+                span = (new.frame_final_start, new.frame_final_end)
+                if prefer != new.channel and compat.free_channel(collection, prefer, *span, ignore=new) == prefer:
                     new.channel = prefer
             compat.mark_output(new, _abspath(original.filepath), mode, original.name)
             if new.channel != original.channel + 1 and new.channel != prefer:

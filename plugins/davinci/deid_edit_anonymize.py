@@ -8,6 +8,13 @@ first free video track above the original, at the same record frame and with the
 then marks the new clip with the output path. Output: the new timeline items and a summary printed to
 the Resolve Console (Workspace > Console).
 
+Output files are named with the mode (``clip.deid-blur.mp4``) and never overwrite an existing file: a
+free name (``clip.deid-blur-2.mp4``) is chosen instead, since an earlier result may be used in other
+timelines. A clip that is itself an anonymized copy is never anonymized again: the original under it
+is used, or it is skipped. A run stops when the stop file appears (``deid_edit_cancel.py`` from the
+same Scripts menu creates it; so can anything else) or on Ctrl-C in a terminal: the CLI is
+interrupted, removes its partial file, and the remaining clips are left alone.
+
 Written for the Python that Resolve embeds (3.6 or newer): no dataclasses, no walrus, no
 ``from __future__ import annotations``; types are given in comments. The Resolve calls used here are
 all documented in the scripting README shipped with Resolve 21.0.2; the comments next to them say
@@ -18,17 +25,29 @@ that README and runs ``main`` against an in-memory stand-in of the Resolve objec
 import collections
 import json
 import os
+import queue
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
 CONFIG_FILE_NAME = "deid_edit_anonymize.json"
 LOG_PREFIX = "[deid-edit] "
+STOP_FILE_NAME = "deid_edit_anonymize.stop"
+MARKER_NAME = "deid-edit"  # the marker the script puts on every clip it places
+POLL_SECONDS = 0.2  # how often a running CLI is checked against the stop file
+STOP_GRACE_SECONDS = 5.0  # after the interrupt, how long the CLI gets to clean up before it is killed
 
 # What the CLI accepts for --mode, minus "debug" (a developer view that leaves faces visible).
 MODES = ("blur", "pixelate", "solid", "matte")
+
+# File stems of anonymized outputs: "clip.deid-blur", "clip.deid-blur-2" (also what the Blender add-on writes).
+OUTPUT_STEM = re.compile(r"\.deid-(?:blur|pixelate|solid|matte)(?:-\d+)?$")
 
 # Clip colours as Resolve names them in the timeline's clip colour menu (TimelineItem.GetClipColor()).
 CLIP_COLORS = (
@@ -75,12 +94,13 @@ DEFAULTS = {
     "mode": "blur",
     "clip_color": "",  # empty: process the clip under the playhead; a colour name: every clip of that colour
     "output_dir": "",  # empty: write next to each source file
-    "name_template": "{stem}.anon{ext}",  # fields: {stem} {ext} {mode}
+    "name_template": "{stem}.deid-{mode}{ext}",  # fields: {stem} {ext} {mode}; {mode} is required
     "keep": [],  # photos of people NOT to anonymize (--keep)
     "only": [],  # photos of the only people to anonymize (--only)
     "extra_args": [],  # passed to `deid-edit run` as they are, e.g. ["--device", "cuda"]
     "bin": "Anonymized",
     "marker_color": "Green",
+    "stop_file": "",  # empty: deid_edit_anonymize.stop in the temporary folder; the run stops when it appears
 }
 
 # Environment variables override the JSON file, which overrides DEFAULTS. List values use os.pathsep.
@@ -94,6 +114,7 @@ ENV_VARS = {
     "only": "DEID_EDIT_ONLY",
     "bin": "DEID_EDIT_BIN",
     "marker_color": "DEID_EDIT_MARKER_COLOR",
+    "stop_file": "DEID_EDIT_STOP_FILE",
 }
 LIST_KEYS = ("keep", "only", "extra_args")
 
@@ -107,18 +128,22 @@ SourceRange = collections.namedtuple("SourceRange", "start_frame end_frame recor
 TrackState = collections.namedtuple("TrackState", "index locked spans")  # spans: [(record_start, record_end), ...]
 Placement = collections.namedtuple("Placement", "start_frame end_frame record_frame track_index tracks_to_add")
 RunResult = collections.namedtuple("RunResult", "ok output message faces kept frames returncode")
-ClipResult = collections.namedtuple("ClipResult", "name status message output track_index")
+ClipResult = collections.namedtuple("ClipResult", "name status message output track_index")  # status: placed skipped failed cancelled
 
 
 class ConfigError(ValueError):
     """A configuration value the script cannot use; the message names the key and what is allowed."""
 
 
+class Cancelled(Exception):
+    """The user stopped the run (stop file or Ctrl-C); the CLI was interrupted and left no output."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Configuration
 
 
-def load_config(environ=None, path=None):
+def load_config(environ=None, path=None, validate=True):
     """Merge DEFAULTS, the JSON file next to the script and environment variables (in that order).
 
     A JSON file lets an editor keep settings with the script; environment variables let a facility set
@@ -147,7 +172,7 @@ def load_config(environ=None, path=None):
         if value is None or value == "":
             continue
         config[key] = [p for p in value.split(os.pathsep) if p] if key in LIST_KEYS else value
-    return validate_config(config)
+    return validate_config(config) if validate else config
 
 
 def validate_config(config):
@@ -173,17 +198,72 @@ def validate_config(config):
         config["name_template"].format(stem="x", ext=".mov", mode="blur")
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(f"name_template {config['name_template']!r} may use only {{stem}}, {{ext}} and {{mode}} ({e})") from e
+    if "{mode}" not in config["name_template"]:
+        raise ConfigError(
+            f"name_template {config['name_template']!r} must contain {{mode}}, so a blur and a solid result never share a name"
+        )
+    if not isinstance(config["stop_file"], str):
+        raise ConfigError("stop_file must be a path (or empty for the default)")
     if not config["bin"]:
         raise ConfigError("bin must name a media pool bin")
     return config
 
 
 def output_path_for(source, config):
-    """Where the anonymized copy of ``source`` goes: ``output_dir`` (or the source's folder) + template."""
+    """The first-choice output path of ``source``: ``output_dir`` (or the source's folder) + template."""
     folder = config["output_dir"] or os.path.dirname(os.path.abspath(source))
     stem, ext = os.path.splitext(os.path.basename(source))
     name = config["name_template"].format(stem=stem, ext=ext, mode=config["mode"])
     return os.path.abspath(os.path.join(folder, name))
+
+
+def free_output_path(path, taken=(), exists=os.path.exists):
+    """``path`` if no file is there and this run has not claimed it, else ``-2``, ``-3``... before the extension.
+
+    The script never overwrites a file (it never passes ``--force``): an earlier result may be used in
+    other timelines or projects, which a re-run must not change under them.
+    """
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 2
+    while exists(candidate) or os.path.normcase(candidate) in taken:
+        candidate = f"{stem}-{n}{ext}"
+        n += 1
+    return candidate
+
+
+def stop_file_path(config):
+    """The file whose appearance stops a run: ``stop_file``, else ``deid_edit_anonymize.stop`` in the temp folder."""
+    return config.get("stop_file") or os.path.join(tempfile.gettempdir(), STOP_FILE_NAME)
+
+
+def stop_requested(config):
+    return os.path.exists(stop_file_path(config))
+
+
+def clear_stop(config):
+    """Remove the stop file (a leftover would stop the next run at once)."""
+    try:
+        os.remove(stop_file_path(config))
+    except OSError:
+        pass
+
+
+def request_stop(config=None, environ=None):
+    """Create the stop file; a running ``main`` interrupts its CLI and stops. Returns the path.
+
+    Reads only where the stop file is: a setting that would make a run refuse to start (a missing
+    photo, say) must not keep the user from stopping one.
+    """
+    if config is None:
+        try:
+            config = load_config(environ, validate=False)
+        except ConfigError:
+            environ = os.environ if environ is None else environ
+            config = {"stop_file": environ.get(ENV_VARS["stop_file"]) or ""}
+    path = stop_file_path(config)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"stop requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    return path
 
 
 def cli_command(config):
@@ -287,9 +367,12 @@ def run_cli(argv_prefix, source, output, config, on_progress=None):
     ``{"stage": "done", "output", "faces", "kept", "frames"}`` or ``{"stage": "error", "message"}``;
     exit codes 0 ok, 1 error, 2 usage/config error, 130 interrupted. Success needs exit code 0, the
     "done" line and the file on disk, so a crash that exits 0 without output is still a failure.
-    stderr is drained on a thread so a chatty CLI can never block on a full pipe.
+    No ``--force``: the caller picks a free name, and the CLI refuses a file that appeared meanwhile.
+    stdout and stderr are read on threads, so the loop here wakes every POLL_SECONDS to check the stop
+    file even while the CLI prints nothing; on a stop (or Ctrl-C) the CLI is interrupted (SIGINT, so it
+    removes its partial file; killed after STOP_GRACE_SECONDS) and Cancelled is raised.
     """
-    argv = list(argv_prefix) + ["run", source, "-o", output, "--mode", config["mode"], "--force", "--progress", "json"]
+    argv = list(argv_prefix) + ["run", source, "-o", output, "--mode", config["mode"], "--progress", "json"]
     for photo in config["keep"]:
         argv += ["--keep", photo]
     for photo in config["only"]:
@@ -298,6 +381,9 @@ def run_cli(argv_prefix, source, output, config, on_progress=None):
     kwargs = {}
     if os.name == "nt":
         kwargs["creationflags"] = 0x08000000  # CREATE_NO_WINDOW: no console window flashing up over Resolve
+    else:
+        kwargs["start_new_session"] = True  # its own process group: the stop signals the CLI and anything it started
+    started = time.time()
     try:
         proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, encoding="utf-8", errors="replace", **kwargs
@@ -305,30 +391,39 @@ def run_cli(argv_prefix, source, output, config, on_progress=None):
     except OSError as e:
         return RunResult(False, None, f"could not start {argv[0]}: {e}", None, None, None, None)
     stderr_lines = []
+    lines = queue.Queue()
     drain = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
     drain.start()
-    done, error = None, None
-    for line in proc.stdout:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # not a progress line (a library printing to stdout); the contract lines are JSON
-        if not isinstance(event, dict):
-            continue
-        stage = event.get("stage")
-        if stage == "done":
-            done = event
-        elif stage == "kept":  # --keep/--only: say who stays visible, in Resolve's Console
-            for line in event.get("lines") or []:
-                log(f"{os.path.basename(source)}: {line}")
-            if event.get("sheet"):
-                log(f"{os.path.basename(source)}: faces left visible on purpose: {event['sheet']} (check it before publishing)")
-        elif stage == "error":
-            error = event.get("message")
-        elif on_progress is not None and "done" in event and "total" in event:
-            on_progress(stage, event["done"], event["total"])
+
+    def pump():
+        for raw in proc.stdout:
+            lines.put(raw)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen = {"done": None, "error": None}
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            if line:
+                _take_event(line, source, seen, on_progress)
+            if stop_requested(config):
+                raise Cancelled(f"stopped ({stop_file_path(config)} appeared)")
+    except (Cancelled, KeyboardInterrupt) as e:
+        code = stop_child(proc)
+        if code != 130:  # killed before it could clean up: remove its temporary file
+            _remove_partial(output, started)
+        if isinstance(e, KeyboardInterrupt):
+            raise Cancelled("interrupted (Ctrl-C)") from None
+        raise
     returncode = proc.wait()
     drain.join()
+    done, error = seen["done"], seen["error"]
     if returncode == 0 and done is not None:
         written = done.get("output") or output
         written = os.path.abspath(written)
@@ -341,6 +436,71 @@ def run_cli(argv_prefix, source, output, config, on_progress=None):
         if returncode == 130:
             error = "interrupted (" + error + ")"
     return RunResult(False, None, error, None, None, None, returncode)
+
+
+def _take_event(line, source, seen, on_progress):
+    """One stdout line of the CLI: remember done/error, log the kept report, pass progress on."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return  # not a progress line (a library printing to stdout); the contract lines are JSON
+    if not isinstance(event, dict):
+        return
+    stage = event.get("stage")
+    if stage == "done":
+        seen["done"] = event
+    elif stage == "kept":  # --keep/--only: say who stays visible, in Resolve's Console
+        for text in event.get("lines") or []:
+            log(f"{os.path.basename(source)}: {text}")
+        if event.get("sheet"):
+            log(f"{os.path.basename(source)}: faces left visible on purpose: {event['sheet']} (check it before publishing)")
+    elif stage == "error":
+        seen["error"] = event.get("message")
+    elif on_progress is not None and "done" in event and "total" in event:
+        on_progress(stage, event["done"], event["total"])
+
+
+def stop_child(proc, grace=None):
+    """Interrupt the CLI like Ctrl-C (it then deletes its partial file and exits 130); kill it after ``grace`` s."""
+    grace = STOP_GRACE_SECONDS if grace is None else grace
+    if proc.poll() is not None:
+        return proc.returncode
+    try:
+        if os.name == "nt":
+            proc.terminate()  # no console to send CTRL_BREAK to under Resolve: the partial file is removed below
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+    except OSError:
+        pass
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            if os.name == "nt":
+                proc.kill()
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return proc.wait()
+
+
+def _remove_partial(output, since):
+    """Delete the CLI's temporary file(s) for ``output`` (``.STEM.*.partEXT`` beside it) written since ``since``."""
+    folder = os.path.dirname(output) or "."
+    stem, ext = os.path.splitext(os.path.basename(output))
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.startswith(f".{stem}.") and name.endswith(f".part{ext}"):
+            try:
+                if os.path.getmtime(path) >= since - 1:
+                    os.remove(path)
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,6 +543,67 @@ def find_target_items(timeline, clip_color):
             if item.GetClipColor() == clip_color:
                 found.append(item)
     return found
+
+
+def source_path(item):
+    """The media file of a TimelineItem ("" for titles, generators and compound clips)."""
+    mpi = item.GetMediaPoolItem()
+    return (mpi.GetClipProperty("File Path") if mpi else "") or ""
+
+
+def is_output_item(item):
+    """Whether a TimelineItem shows a deid-edit result: it carries the script's marker, or its file is named like one.
+
+    TimelineItem.GetMarkers() returns {frameId: {"color", "duration", "note", "name", "customData"}};
+    the script names its marker MARKER_NAME. The file name catches copies whose marker was removed
+    and results of the Blender add-on or a plain ``deid-edit run -o clip.deid-blur.mp4``.
+    """
+    markers = item.GetMarkers() or {}
+    if any(isinstance(m, dict) and m.get("name") == MARKER_NAME for m in markers.values()):
+        return True
+    stem = os.path.splitext(os.path.basename(source_path(item)))[0]
+    return bool(OUTPUT_STEM.search(stem))
+
+
+def find_original_item(timeline, copy):
+    """The clip an anonymized ``copy`` covers: on a lower video track, same record range, not itself an output.
+
+    The script places each copy at the original's record frame and length on a track above it, so
+    the original is the highest such item below; None when it was moved or deleted.
+    """
+    _, track_index = copy.GetTrackTypeAndIndex()
+    start, end = copy.GetStart(), copy.GetEnd()
+    for index in range(int(track_index) - 1, 0, -1):
+        for item in timeline.GetItemListInTrack("video", index) or []:
+            if item.GetStart() == start and item.GetEnd() == end and source_path(item) and not is_output_item(item):
+                return item
+    return None
+
+
+def choose_items(timeline, items):
+    """The clips to anonymize: each once, an anonymized copy replaced by the original under it.
+
+    Returns (items, skipped ClipResults). Anonymizing a copy again would only anonymize the
+    anonymized picture (``clip.deid-blur.deid-blur.mp4``); a copy whose original is not found under
+    it is skipped with that reason.
+    """
+    chosen, keys, skipped = [], set(), []
+    for item in items:
+        name = item.GetName()
+        if is_output_item(item):
+            original = find_original_item(timeline, item)
+            if original is None:
+                message = "it is an anonymized copy made by deid-edit and its original is not under it; select the original"
+                log(f"{name}: skipped, {message}")
+                skipped.append(ClipResult(name, "skipped", message, None, None))
+                continue
+            log(f"{name}: is an anonymized copy; anonymizing its original on V{original.GetTrackTypeAndIndex()[1]} instead")
+            item = original
+        key = (int(item.GetTrackTypeAndIndex()[1]), item.GetStart())
+        if key not in keys:
+            keys.add(key)
+            chosen.append(item)
+    return chosen, skipped
 
 
 def read_source_range(item):
@@ -463,9 +684,9 @@ def add_output_marker(timeline, new_item, placement, output, color):
     timeline marker, whose frameId is an offset from the timeline start (GetStartFrame()).
     """
     note = output
-    if new_item.AddMarker(0, color, "deid-edit", note, 1, output):
+    if new_item.AddMarker(0, color, MARKER_NAME, note, 1, output):
         return True
-    return bool(timeline.AddMarker(placement.record_frame - timeline.GetStartFrame(), color, "deid-edit", note, 1, output))
+    return bool(timeline.AddMarker(placement.record_frame - timeline.GetStartFrame(), color, MARKER_NAME, note, 1, output))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,20 +694,14 @@ def add_output_marker(timeline, new_item, placement, output, color):
 
 
 def anonymize_source(name, source, config, argv_prefix, outputs, runner, on_progress_factory):
-    """Run the CLI for one source file; returns a RunResult (a failure, never an exception).
+    """Run the CLI for one source file; returns a RunResult (a failure, never an exception but Cancelled).
 
-    ``outputs`` maps output paths already claimed in this run to their sources: two sources with the
-    same file name and one ``output_dir`` get ``-2``, ``-3``... instead of overwriting each other.
+    The output is the template's name, or ``-2``, ``-3``... when a file is already there or another
+    source of this run claimed it (``outputs``: normalised output path -> source). Nothing existing
+    is ever overwritten.
     """
-    output = output_path_for(source, config)
-    stem, ext = os.path.splitext(output)
-    n = 2
-    while outputs.get(output, source) != source:
-        output = f"{stem}-{n}{ext}"
-        n += 1
-    outputs[output] = source
-    if os.path.normcase(output) == os.path.normcase(os.path.abspath(source)):
-        return RunResult(False, None, "the output would overwrite the source; change name_template or output_dir", None, None, None, None)
+    output = free_output_path(output_path_for(source, config), outputs)
+    outputs[os.path.normcase(output)] = source
     try:
         if not os.path.isdir(os.path.dirname(output)):
             os.makedirs(os.path.dirname(output))
@@ -501,7 +716,9 @@ def process(resolve, config, runner=run_cli, on_progress_factory=_progress_print
 
     Each clip is handled on its own: a clip that fails (no file, CLI error, import or append refused)
     is reported and skipped, nothing is placed for it, and the others go on. A source file used by
-    several clips is anonymized once.
+    several clips is anonymized once. When the stop file appears (or on Ctrl-C) the running CLI is
+    interrupted and the clip it worked on and all later ones are reported as "cancelled"; clips
+    placed before stay.
     """
     project = resolve.GetProjectManager().GetCurrentProject()
     if not project:
@@ -510,25 +727,45 @@ def process(resolve, config, runner=run_cli, on_progress_factory=_progress_print
     if not timeline:
         raise ConfigError("the project has no current timeline")
     media_pool = project.GetMediaPool()
-    items = find_target_items(timeline, config["clip_color"])
-    if not items:
+    found = find_target_items(timeline, config["clip_color"])
+    if not found:
         what = f"clips with clip colour {config['clip_color']}" if config["clip_color"] else "a video clip under the playhead"
         log(f"nothing to do: found no {what} on timeline {timeline.GetName()!r}")
         return []
+    items, results = choose_items(timeline, found)
+    if not items:
+        return results
     argv_prefix = cli_command(config)
+    clear_stop(config)  # a leftover from an earlier stop must not end this run at once
+    log(f"to stop: Workspace > Scripts > deid_edit_cancel, or create the file {stop_file_path(config)}")
     state = {"runs": {}, "outputs": {}, "bin": None}  # runs: source -> RunResult; outputs: output -> source
-    results = []
+    stopped = None
     for item in items:
         name = item.GetName()
+        if stopped is None and stop_requested(config):
+            stopped = f"stopped ({stop_file_path(config)} appeared)"
+        if stopped is not None:
+            results.append(ClipResult(name, "cancelled", "not started: " + stopped, None, None))
+            continue
         try:
             result = process_item(item, name, media_pool, timeline, config, argv_prefix, state, runner, on_progress_factory)
+        except Cancelled as e:
+            stopped = str(e)
+            result = ClipResult(name, "cancelled", stopped, None, None)
+        except KeyboardInterrupt:
+            stopped = "interrupted (Ctrl-C)"
+            result = ClipResult(name, "cancelled", stopped, None, None)
         except ClipFailed as e:
             result = ClipResult(name, "failed", str(e), e.output, None)
         except Exception as e:  # an unexpected answer from Resolve must not cost the other clips
             result = ClipResult(name, "failed", f"unexpected error: {e!r}", None, None)
         if result.status == "failed":
             log(f"ERROR {name}: {result.message}")
+        elif result.status == "cancelled":
+            log(f"{name}: {result.message}; nothing placed for it")
         results.append(result)
+    if stopped is not None:
+        clear_stop(config)
     return results
 
 
@@ -541,9 +778,8 @@ class ClipFailed(Exception):
 
 
 def process_item(item, name, media_pool, timeline, config, argv_prefix, state, runner, on_progress_factory):
-    """Anonymize, import, place and mark one TimelineItem; returns a ClipResult or raises ClipFailed."""
-    mpi = item.GetMediaPoolItem()
-    source = mpi.GetClipProperty("File Path") if mpi else ""
+    """Anonymize, import, place and mark one TimelineItem; returns a ClipResult or raises ClipFailed (or Cancelled)."""
+    source = source_path(item)
     if not source:
         log(f"{name}: skipped, it has no media file")
         return ClipResult(name, "skipped", "no media file (title, generator or compound clip)", None, None)
@@ -588,7 +824,13 @@ def main(resolve=None, config=None, runner=run_cli):
         return []
     failed = [r for r in results if r.status == "failed"]
     placed = [r for r in results if r.status == "placed"]
-    log(f"done: {len(placed)} placed, {len(failed)} failed, {len(results) - len(placed) - len(failed)} skipped")
+    cancelled = [r for r in results if r.status == "cancelled"]
+    skipped = len(results) - len(placed) - len(failed) - len(cancelled)
+    summary = f"{len(placed)} placed, {len(failed)} failed, {skipped} skipped"
+    if cancelled:
+        log(f"cancelled: {summary}, {len(cancelled)} cancelled (clips placed before the stop stay)")
+    else:
+        log(f"done: {summary}")
     for r in failed:
         log(f"  failed: {r.name}: {r.message}")
     return results

@@ -2,6 +2,9 @@
 
 Usage: ``python extension_roundtrip.py ZIP CLI CLIP OUT_JSON``. BLENDER_USER_RESOURCES must point at
 a scratch folder (set by the pytest caller) so nothing is installed into the real user profile.
+The .blend is saved as ``project/edit.blend`` beside OUT_JSON (results go to ``project/deid/``),
+after checking that an unsaved one is refused. The run is repeated with the anonymized copies
+selected, as the first run leaves them: the copies must be replaced, not anonymized again.
 The pytest side asserts on the JSON; this script only fails by itself when Blender raises.
 """
 
@@ -33,6 +36,8 @@ def facts(strip: Any) -> dict[str, Any]:
         "frame_final_end": strip.frame_final_end,
         "mute": strip.mute,
         "filepath": os.path.normpath(bpy.path.abspath(strip.filepath)) if hasattr(strip, "filepath") else None,
+        "raw_filepath": getattr(strip, "filepath", None),
+        "props": {k: strip.get(k) for k in ("deid_edit_source", "deid_edit_mode", "deid_edit_original") if strip.get(k) is not None},
     }
 
 
@@ -66,12 +71,33 @@ def main(zip_path: str, cli: str, clip: str, out_json: str) -> None:
     result["originals_before"] = {s.name: facts(s) for s in (trimmed, blocked, bystander)}
     result["occupant"] = facts(color)
 
+    # An unsaved .blend has no folder for the default //deid/: refused, nothing added.
+    try:
+        result["unsaved_run"] = sorted(bpy.ops.sequencer.deid_anonymize("EXEC_DEFAULT"))
+        result["unsaved_message"] = None
+    except RuntimeError as exc:
+        result["unsaved_run"], result["unsaved_message"] = None, str(exc)
+    result["unsaved_strip_count_delta"] = len(strips) - len(before)
+    project = os.path.join(os.path.dirname(out_json), "project")
+    os.makedirs(project)
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(project, "edit.blend"))
+    deid = os.path.join(project, "deid")
+
     # The blocking path (what headless Blender and scripts use).
     result["run"] = sorted(bpy.ops.sequencer.deid_anonymize("EXEC_DEFAULT"))
     result["originals_after"] = {name: facts(strips[name]) for name in ("trimmed", "blocked", "bystander")}
     result["new"] = {s.name: facts(s) for s in strips if s.name not in before}
     result["active"] = editor.active_strip.name if editor.active_strip else None
     result["selected"] = sorted(s.name for s in strips if s.select)
+    result["deid_files"] = sorted(os.listdir(deid))
+    mtimes = {name: os.stat(os.path.join(deid, name)).st_mtime_ns for name in result["deid_files"]}
+
+    # Again, with the anonymized copies selected (what the first run leaves selected).
+    result["rerun"] = sorted(bpy.ops.sequencer.deid_anonymize("EXEC_DEFAULT"))
+    result["rerun_strips"] = {s.name: facts(s) for s in strips}
+    result["rerun_selected"] = sorted(s.name for s in strips if s.select)
+    result["rerun_deid_files"] = sorted(os.listdir(deid))
+    result["rerun_rewritten"] = {name: os.stat(os.path.join(deid, name)).st_mtime_ns != t for name, t in mtimes.items()}
 
     # A handled CLI error (missing --keep photo) must add nothing and mute nothing; INVOKE_DEFAULT runs execute() headless.
     for strip in strips:
