@@ -205,32 +205,54 @@ def _patch_edit_durations(path: Path, seconds: Fraction) -> None:
     path.write_bytes(bytes(data))
 
 
+def _write(
+    path: Path,
+    rgb: list[np.ndarray],
+    fmt: str,
+    codec: str,
+    pix_fmt: str,
+    options: dict[str, str],
+    time_base: Fraction,
+    audio: tuple[tuple[str, float, str | None], ...] = (("aac", 0.0, None),),
+    size: tuple[int, int] | None = None,
+    bit_rate: int | None = None,
+    setup: Callable[[av.VideoStream], None] | None = None,
+    mux_options: dict[str, str] | None = None,
+    **expect: object,
+) -> Expect:
+    """Write one quirk file: the frames (resized to ``size``) as ``codec`` in ``fmt``, and one tone per
+    ``audio`` entry (codec, seconds past the video's end, language); the Expect of a plain file."""
+    frames = _frames(rgb, size) if size else rgb
+    w, h = frames[0].shape[1], frames[0].shape[0]
+    n = len(frames)
+    with av.open(str(path), "w", format=fmt, options=mux_options) as out:
+        v = _video(out, codec, (w, h), pix_fmt, options, time_base, bit_rate=bit_rate)
+        if setup:
+            setup(v)
+        tracks = [(_add_audio(out, c, language=lang), extra, 440.0 + 220.0 * i) for i, (c, extra, lang) in enumerate(audio)]
+        _interleave(out, _encode(v, frames), *(_audio_packets(a, _tone(n / FPS + extra, hz)) for a, extra, hz in tracks))
+    fields: dict = {"frames": n, "times": _times(n), "width": w, "height": h, "audio_streams": len(audio), "pix_fmt": pix_fmt}
+    fields.update(expect)
+    return Expect(**fields)
+
+
+NO_AUDIO: tuple[tuple[str, float, str | None], ...] = ()
+PCM = (("pcm_s16le", 0.0, None),)
+
+
 def bframes_negative(path: Path, rgb: list[np.ndarray]) -> Expect:
     """H.264 with B-frames in MP4 stored without an edit list and with signed composition offsets:
     decode timestamps start below zero, the first frame shows at 0."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mp4", options={"movflags": "negative_cts_offsets", "use_editlist": "0"}) as out:
-        v = _video(out, "libx264", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {"bf": "3", "b_pyramid": "normal"}, Fraction(1, 12800))
-        vp = _encode(v, rgb)
-        _interleave(out, vp)
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0])
+    opts = {"movflags": "negative_cts_offsets", "use_editlist": "0"}
+    return _write(
+        path, rgb, "mp4", "libx264", "yuv420p", {"bf": "3", "b_pyramid": "normal"}, Fraction(1, 12800), NO_AUDIO, mux_options=opts
+    )
 
 
 def open_gop(path: Path, rgb: list[np.ndarray]) -> Expect:
     """MPEG-TS with open GOPs (B-frames before each keyframe refer across it), as broadcast writes."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mpegts") as out:
-        v = _video(
-            out,
-            "libx264",
-            (rgb[0].shape[1], rgb[0].shape[0]),
-            "yuv420p",
-            {"x264-params": "open-gop=1:keyint=12:min-keyint=12:bframes=3:scenecut=0"},
-            Fraction(1, 90000),
-        )
-        a = _add_audio(out, "aac")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1)
+    params = {"x264-params": "open-gop=1:keyint=12:min-keyint=12:bframes=3:scenecut=0"}
+    return _write(path, rgb, "mpegts", "libx264", "yuv420p", params, Fraction(1, 90000))
 
 
 def vfr(path: Path, rgb: list[np.ndarray]) -> Expect:
@@ -249,22 +271,12 @@ def vfr(path: Path, rgb: list[np.ndarray]) -> Expect:
 
 def odd_size(path: Path, rgb: list[np.ndarray]) -> Expect:
     """1279x719, as screen recorders and crops write (4:4:4 H.264; 4:2:0 cannot hold odd sizes)."""
-    size = (1279, 719)
-    frames = _frames(rgb, size)
-    with av.open(str(path), "w", format="mp4") as out:
-        v = _video(out, "libx264", size, "yuv444p", {"crf": "20"}, Fraction(1, 12800))
-        _interleave(out, _encode(v, frames))
-    return Expect(frames=len(rgb), times=_times(len(rgb)), width=size[0], height=size[1], pix_fmt="yuv444p")
+    return _write(path, rgb, "mp4", "libx264", "yuv444p", {"crf": "20"}, Fraction(1, 12800), NO_AUDIO, size=(1279, 719))
 
 
 def prores_10bit(path: Path, rgb: list[np.ndarray]) -> Expect:
-    """10-bit 4:2:2 ProRes 422 HQ in MOV with 24-bit PCM, as cameras and editors deliver."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mov") as out:
-        v = _video(out, "prores_ks", (rgb[0].shape[1], rgb[0].shape[0]), "yuv422p10le", {"profile": "3"}, Fraction(1, FPS))
-        a = _add_audio(out, "pcm_s16le")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, pix_fmt="yuv422p10le")
+    """10-bit 4:2:2 ProRes 422 HQ in MOV with PCM audio, as cameras and editors deliver."""
+    return _write(path, rgb, "mov", "prores_ks", "yuv422p10le", {"profile": "3"}, Fraction(1, FPS), PCM)
 
 
 # a typical HDR10 grade: P3 mastering display inside BT.2020, 1000 nits peak, MaxCLL 1000, MaxFALL 400
@@ -279,126 +291,72 @@ HDR_TAGS = {"color_primaries": 9, "color_trc": 16, "colorspace": 9}  # BT.2020, 
 def hevc_10bit_hdr(path: Path, rgb: list[np.ndarray]) -> Expect:
     """10-bit HEVC tagged HDR10 (BT.2020 primaries and matrix, PQ transfer, mastering display and
     content light level), as phones record HDR."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mp4") as out:
-        v = _video(
-            out,
-            "libx265",
-            (rgb[0].shape[1], rgb[0].shape[0]),
-            "yuv420p10le",
-            {"x265-params": HDR10_X265},
-            Fraction(1, 12800),
-        )
-        cc = v.codec_context
+
+    def tags(v: av.VideoStream) -> None:
         for k, val in HDR_TAGS.items():
-            setattr(cc, k, val)
-        a = _add_audio(out, "aac")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(
-        frames=n,
-        times=_times(n),
-        width=rgb[0].shape[1],
-        height=rgb[0].shape[0],
-        audio_streams=1,
-        pix_fmt="yuv420p10le",
-        color=dict(HDR_TAGS),
-    )
+            setattr(v.codec_context, k, val)
+
+    params = {"x265-params": HDR10_X265}
+    return _write(path, rgb, "mp4", "libx265", "yuv420p10le", params, Fraction(1, 12800), setup=tags, color=dict(HDR_TAGS))
+
+
+def _fields(order: int, flags: int = 0) -> Callable[[av.VideoStream], None]:
+    def setup(v: av.VideoStream) -> None:
+        v.codec_context.field_order = order
+        if flags:
+            v.codec_context.flags = int(v.codec_context.flags) | flags
+
+    return setup
 
 
 def interlaced_mpeg2(path: Path, rgb: list[np.ndarray]) -> Expect:
     """Interlaced MPEG-2 in MPEG-TS, bottom field first (as FFmpeg's MPEG-2 encoder and DV write)."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mpegts") as out:
-        v = _video(
-            out, "mpeg2video", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {"flags": "+ildct+ilme"}, Fraction(1, FPS), bit_rate=4_000_000
-        )
-        v.codec_context.field_order = 3  # AV_FIELD_BB
-        a = _add_audio(out, "aac")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, field_order="3")
+    bff = _fields(3)  # AV_FIELD_BB
+    opts = {"flags": "+ildct+ilme"}
+    return _write(path, rgb, "mpegts", "mpeg2video", "yuv420p", opts, Fraction(1, FPS), bit_rate=4_000_000, setup=bff, field_order="3")
 
 
 def interlaced_h264(path: Path, rgb: list[np.ndarray]) -> Expect:
     """Interlaced (MBAFF) H.264 in Matroska, top field first, as HD broadcast cameras record."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="matroska") as out:
-        v = _video(out, "libx264", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {"x264-params": "interlaced=1:tff=1"}, Fraction(1, 1000))
-        v.codec_context.flags = int(v.codec_context.flags) | 262144 | 536870912  # interlaced DCT and ME
-        v.codec_context.field_order = 2  # AV_FIELD_TT
-        a = _add_audio(out, "aac")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, field_order="2")
+    tff = _fields(2, 262144 | 536870912)  # AV_FIELD_TT; interlaced DCT and ME
+    opts = {"x264-params": "interlaced=1:tff=1"}
+    return _write(path, rgb, "matroska", "libx264", "yuv420p", opts, Fraction(1, 1000), setup=tff, field_order="2")
 
 
 def audio_longer(path: Path, rgb: list[np.ndarray]) -> Expect:
     """Audio running 1.5 s past the last frame (a recorder stopped after the camera)."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mp4") as out:
-        v = _video(out, "libx264", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {}, Fraction(1, 12800))
-        a = _add_audio(out, "aac")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS + 1.5)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1)
+    return _write(path, rgb, "mp4", "libx264", "yuv420p", {}, Fraction(1, 12800), (("aac", 1.5, None),))
 
 
 def two_audio(path: Path, rgb: list[np.ndarray]) -> Expect:
     """Two audio tracks (interview mic and room, two languages), both kept."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="matroska") as out:
-        v = _video(out, "libx264", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {}, Fraction(1, 1000))
-        a1 = _add_audio(out, "aac", language="eng")
-        a2 = _add_audio(out, "libopus", language="fra")
-        _interleave(out, _encode(v, rgb), _audio_packets(a1, _tone(n / FPS)), _audio_packets(a2, _tone(n / FPS, 660.0)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=2)
+    tracks = (("aac", 0.0, "eng"), ("libopus", 0.0, "fra"))
+    return _write(path, rgb, "matroska", "libx264", "yuv420p", {}, Fraction(1, 1000), tracks)
 
 
 def timecode(path: Path, rgb: list[np.ndarray]) -> Expect:
     """MOV with a start timecode track (tmcd) at 10:00:00:00, as cameras write for the edit."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="mov") as out:
-        v = _video(out, "libx264", (rgb[0].shape[1], rgb[0].shape[0]), "yuv420p", {}, Fraction(1, 12800))
+
+    def tc(v: av.VideoStream) -> None:
         v.metadata["timecode"] = "10:00:00:00"
-        a = _add_audio(out, "aac")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, timecode="10:00:00:00")
+
+    return _write(path, rgb, "mov", "libx264", "yuv420p", {}, Fraction(1, 12800), setup=tc, timecode="10:00:00:00")
 
 
 def mxf_dnxhd(path: Path, rgb: list[np.ndarray]) -> Expect:
     """MXF (OP1a) with DNxHD 1280x720 at 90 Mb/s and PCM audio, as Avid ingest writes."""
-    size = (1280, 720)
-    frames = _frames(rgb, size)
-    n = len(frames)
-    with av.open(str(path), "w", format="mxf") as out:
-        v = _video(out, "dnxhd", size, "yuv422p", {}, Fraction(1, FPS), bit_rate=90_000_000)
-        a = _add_audio(out, "pcm_s16le")
-        _interleave(out, _encode(v, frames), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=size[0], height=size[1], audio_streams=1, pix_fmt="yuv422p")
+    return _write(path, rgb, "mxf", "dnxhd", "yuv422p", {}, Fraction(1, FPS), PCM, size=(1280, 720), bit_rate=90_000_000)
 
 
 def webm_vp9_opus(path: Path, rgb: list[np.ndarray]) -> Expect:
     """WebM with VP9 video and Opus audio, as browsers and web archives deliver."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="webm") as out:
-        v = _video(
-            out,
-            "libvpx-vp9",
-            (rgb[0].shape[1], rgb[0].shape[0]),
-            "yuv420p",
-            {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"},
-            Fraction(1, 1000),
-        )
-        a = _add_audio(out, "libopus")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1)
+    opts = {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+    return _write(path, rgb, "webm", "libvpx-vp9", "yuv420p", opts, Fraction(1, 1000), (("libopus", 0.0, None),))
 
 
 def avi_mjpeg(path: Path, rgb: list[np.ndarray]) -> Expect:
     """AVI with Motion JPEG and PCM audio, as older cameras and webcams write."""
-    n = len(rgb)
-    with av.open(str(path), "w", format="avi") as out:
-        v = _video(out, "mjpeg", (rgb[0].shape[1], rgb[0].shape[0]), "yuvj420p", {"q:v": "3"}, Fraction(1, FPS))
-        a = _add_audio(out, "pcm_s16le")
-        _interleave(out, _encode(v, rgb), _audio_packets(a, _tone(n / FPS)))
-    return Expect(frames=n, times=_times(n), width=rgb[0].shape[1], height=rgb[0].shape[0], audio_streams=1, pix_fmt="yuvj420p")
+    return _write(path, rgb, "avi", "mjpeg", "yuvj420p", {"q:v": "3"}, Fraction(1, FPS), PCM)
 
 
 QUIRKS: dict[str, tuple[str, Callable[[Path, list[np.ndarray]], Expect]]] = {
