@@ -49,7 +49,6 @@ from deid_edit.identities import (
     reference_descriptors,
     select,
 )  # noqa: E402
-from deid_edit.pipeline import plan_recognizer  # noqa: E402
 from deid_edit.plan import Plan, load_plan, save_plan  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footage"
@@ -227,7 +226,7 @@ def keep_test(plan: Plan, clip: Path, labels: dict[str, Any], photo: Path, cfg: 
     """
     cfg = cfg or IdentityConfig()
     who = labels["keep"]["person"]
-    refs = reference_descriptors([str(photo)], recognizer=plan_recognizer(plan))
+    refs = reference_descriptors([str(photo)], recognizer=plan.recognizer)
     idents, report = select(plan.identities, plan.tracks, Selection(keep_photos=(str(photo),)), cfg, refs)
     kept_plan = replace(plan, identities=tuple(idents))
     kept_ids = set(report.kept_tracks())

@@ -228,7 +228,7 @@ def summarize(plan: Plan, best: int = BEST_PER_IDENTITY) -> list[IdentitySummary
     Identities that own no samples come last.
     """
     step = frame_duration(plan.video)
-    limit = float(plan.config.get("identity", {}).get("link_threshold", 0.55))
+    limit = plan.link_threshold
     out = []
     for identity_id, label, action, ts in _groups(plan):
         spread = track_spread(ts)

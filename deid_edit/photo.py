@@ -148,7 +148,7 @@ def photo_plan(path: Path, rgb: np.ndarray, cfg: AnalyzeConfig) -> Plan:
     info = VideoInfo(
         str(path), w, h, w, h, 0, 1, Fraction(1, 1), Fraction(1), Fraction(1), "photo", "rgb24", path.stat().st_size, fingerprint(path)
     )
-    config = {**cfg.to_dict()}
+    config = {**cfg.to_dict(), "metadata_removed": None}  # photo_metadata reports a photo's own
     config["identity"] = {**config["identity"], "min_samples": 1}
     return Plan(info, (), (det,), tuple(tracks), tuple(build_identities(tracks, cfg.identity.link_threshold)), config, "deid-edit photo")
 

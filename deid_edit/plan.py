@@ -3,12 +3,15 @@
 analyze -> ``Plan`` -> ``save_plan`` / ``load_plan`` -> render (via ``Plan.regions_at``).
 Only detections travel between the passes, never frames. Users re-render in another mode without
 re-detecting, editors review or edit who is anonymized, plugins read it, tests keep golden plans.
-The schema is labelled ``deid_edit.Plan.1`` (as OTIO labels ``Clip.2``); an unknown schema or a
-plan made for another file is a ``PlanError``, never a silently wrong render.
+The schema is labelled ``deid_edit.Plan.2`` (as OTIO labels ``Clip.2``): every field is
+present, so readers index it and never guess a default. ``upgrade`` reads ``Plan.1`` files, filling
+what they left out with what deid-edit did before the field existed. An unknown schema or a plan
+made for another file is a ``PlanError``, never a silently wrong render.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -20,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from .config import AnalyzeConfig
 from .errors import PlanError
 from .io.atomic import write_atomic
 from .types import FaceRegion, FrameDetections, Identity, Shot, Track, VideoInfo, in_face_order
 
-SCHEMA = "deid_edit.Plan.1"
+SCHEMA = "deid_edit.Plan.2"
+PLAN_1 = "deid_edit.Plan.1"
 # Detector boxes run from the brows to the chin; forehead and hair (which identify people too) sit
 # above, and a face looking down drifts the box towards the chin: regions reach higher (upright).
 TOP_EXTRA = 0.12
@@ -98,6 +103,51 @@ CUT_CARRY = 1
 CARRY_MARGIN = 0.1
 
 
+def default_config() -> dict[str, Any]:
+    """The config section of a plan made with the default settings (plans built in code, tests)."""
+    return {**json.loads(json.dumps(AnalyzeConfig().to_dict())), "metadata_removed": None}
+
+
+# What a Plan.1 file meant where it left a field out: the value deid-edit used before the field
+# existed. Any other missing field makes the file damaged.
+PLAN_1_CONFIG = {
+    ("detect", "threshold"): 0.0,  # before weak tracks: no track counted as weak
+    ("identity", "recognizer"): "exact",  # before the fast recognizer, descriptors came from the exact one
+    ("identity", "linkage"): "average",  # before complete linkage
+    ("identity", "link_threshold"): 0.55,
+}
+CONFIG_SECTIONS = ("detect", "shots", "track", "identity")
+
+
+def upgrade(data: dict[str, Any], source: str = "plan") -> dict[str, Any]:
+    """A plan file's JSON as ``Plan.2`` (a copy when it was older); ``PlanError`` for other schemas."""
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == SCHEMA:
+        return data
+    if schema != PLAN_1:
+        hint = "made by a newer deid-edit; upgrade" if str(schema).startswith(SCHEMA_FAMILY) else "not a deid-edit plan"
+        raise PlanError(f"{source}: unknown plan schema {schema!r} ({hint}); expected {SCHEMA}")
+    d = copy.deepcopy(data)
+    d["schema"] = SCHEMA
+    d.setdefault("generator", "")
+    config = d.setdefault("config", {})
+    for section in CONFIG_SECTIONS:
+        config.setdefault(section, {})
+    for (section, key), value in PLAN_1_CONFIG.items():
+        config[section].setdefault(key, value)
+    config.setdefault("metadata_removed", None)  # not recorded then
+    for t in d.get("tracks", []):
+        t.setdefault("landmarks", None)
+        t.setdefault("margin", [0.0] * len(t.get("boxes", [])))
+        t.setdefault("embedding", None)
+        t.setdefault("embed_samples", 0)
+    for i in d.get("identities", []):
+        i.setdefault("action", "anonymize")
+        i.setdefault("label", "")
+        i.setdefault("thumbnail", None)
+    return d
+
+
 @dataclass(frozen=True)
 class Plan:
     """Detections, shots, tracks and identities of one video, plus the config that made them."""
@@ -107,7 +157,7 @@ class Plan:
     detections: tuple[FrameDetections, ...]
     tracks: tuple[Track, ...]
     identities: tuple[Identity, ...]
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=default_config)
     generator: str = ""
     _by_frame: dict[int, list[tuple[int, int]]] = field(init=False, repr=False, compare=False)
     _identity_of: dict[int, Identity] = field(init=False, repr=False, compare=False)
@@ -128,7 +178,7 @@ class Plan:
                         carried.setdefault(cut + k, []).append((ti, j))
         object.__setattr__(self, "_carried", carried)
         identity_of = {tid: ident for ident in self.identities for tid in ident.track_ids}
-        sure = float(self.config.get("detect", {}).get("threshold", 0.0))
+        sure = float(self.config["detect"]["threshold"])
         weak = {t.track_id for t in self.tracks if t.observed.any() and float(t.scores[t.observed].max()) < sure}
         object.__setattr__(self, "_by_frame", by_frame)
         object.__setattr__(self, "_identity_of", identity_of)
@@ -137,6 +187,16 @@ class Plan:
     @property
     def frame_count(self) -> int:
         return self.video.frame_count
+
+    @property
+    def recognizer(self) -> str:
+        """The recognizer that made the tracks' descriptors (photos must be compared with the same)."""
+        return str(self.config["identity"]["recognizer"])
+
+    @property
+    def link_threshold(self) -> float:
+        """The descriptor distance under which this plan's tracks were linked into one person."""
+        return float(self.config["identity"]["link_threshold"])
 
     def identity_of(self, track_id: int) -> Identity | None:
         return self._identity_of.get(track_id)
@@ -219,10 +279,7 @@ class Plan:
 
     @staticmethod
     def from_json(data: dict[str, Any], source: str = "plan") -> Plan:
-        schema = data.get("schema") if isinstance(data, dict) else None
-        if schema != SCHEMA:
-            hint = "made by a newer deid-edit; upgrade" if str(schema).startswith(SCHEMA_FAMILY) else "not a deid-edit plan"
-            raise PlanError(f"{source}: unknown plan schema {schema!r} ({hint}); expected {SCHEMA}")
+        data = upgrade(data, source)
         try:
             v = dict(data["video"])
             for key in ("time_base", "avg_rate", "duration"):
@@ -232,17 +289,23 @@ class Plan:
             dets = tuple(_det_from_row(i, row) for i, row in enumerate(data["detections"]))
             tracks = tuple(_track_from_json(t) for t in data["tracks"])
             idents = tuple(
-                Identity(
-                    int(i["id"]), tuple(int(t) for t in i["tracks"]), i.get("action", "anonymize"), i.get("label", ""), i.get("thumbnail")
-                )
+                Identity(int(i["id"]), tuple(int(t) for t in i["tracks"]), i["action"], i["label"], i["thumbnail"])
                 for i in data["identities"]
             )
+            config = dict(data["config"])
+            for section in CONFIG_SECTIONS:
+                if not isinstance(config[section], dict):
+                    raise TypeError(f"config.{section} is not an object")
+            for section, key in PLAN_1_CONFIG:
+                config[section][key]  # noqa: B018 - present in every Plan.2 (KeyError: damaged)
+            config["metadata_removed"]  # noqa: B018
+            generator = str(data["generator"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"{source}: damaged plan ({type(exc).__name__}: {exc}); re-run 'deid-edit analyze'") from exc
         for ident in idents:
             if ident.action not in ("anonymize", "keep"):
                 raise PlanError(f"{source}: identity {ident.identity_id} has action {ident.action!r}; use 'anonymize' or 'keep'")
-        return Plan(video, shots, dets, tracks, idents, dict(data.get("config", {})), data.get("generator", ""))
+        return Plan(video, shots, dets, tracks, idents, config, generator)
 
     def check_video(self, info: VideoInfo, source: str = "plan") -> None:
         """Refuse to apply this plan to a different file (size, fingerprint, geometry)."""
@@ -301,12 +364,12 @@ def _track_json(t: Track) -> dict[str, Any]:
 def _track_from_json(d: dict[str, Any]) -> Track:
     boxes = np.asarray(d["boxes"], np.float32).reshape(-1, 4)
     n = len(boxes)
-    lms = None if d.get("landmarks") is None else np.asarray(d["landmarks"], np.float32).reshape(n, 5, 2)
+    lms = None if d["landmarks"] is None else np.asarray(d["landmarks"], np.float32).reshape(n, 5, 2)
     observed = np.array([c == "1" for c in d["observed"]], bool)
-    margin = np.asarray(d.get("margin") or [0.0] * n, np.float32)
+    margin = np.asarray(d["margin"], np.float32)
     if len(observed) != n or len(margin) != n or len(d["scores"]) != n:
-        raise ValueError(f"track {d.get('id')}: arrays of different lengths")
-    emb = d.get("embedding")
+        raise ValueError(f"track {d['id']}: arrays of different lengths")
+    emb = d["embedding"]
     return Track(
         int(d["id"]),
         int(d["shot"]),
@@ -317,7 +380,7 @@ def _track_from_json(d: dict[str, Any]) -> Track:
         observed,
         margin,
         None if emb is None else np.asarray(emb, np.float32),
-        int(d.get("embed_samples", 0)),
+        int(d["embed_samples"]),
     )
 
 

@@ -1,4 +1,5 @@
-"""The plan file: schema, round trip, refusal of foreign or unknown plans, and a golden plan."""
+"""The plan file: schema, round trip, refusal of foreign or unknown plans, golden plans of both
+versions (Plan.1 read through the upgrader, Plan.2 as written today)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 from deid_edit import analyze, load_plan, save_plan
 from deid_edit.errors import PlanError
 from deid_edit.io.decode import probe
-from deid_edit.plan import SCHEMA
+from deid_edit.plan import PLAN_1, SCHEMA, upgrade
 
-GOLDEN = Path(__file__).parent / "golden" / "sample_plan.json"
+GOLDEN = Path(__file__).parent / "golden" / "sample_plan.json"  # Plan.2, written by this version
+GOLDEN_V1 = Path(__file__).parent / "golden" / "sample_plan_v1.json"  # Plan.1, written before the upgrade
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +78,10 @@ def test_kept_identity_is_not_rendered(plan):
     assert kept.regions_at(f, include_kept=True)
 
 
-def test_golden_plan(plan, sample_clip):
-    """The analysis of the generated clip matches the checked-in golden plan (within 3 px)."""
-    golden = load_plan(GOLDEN)
+@pytest.mark.parametrize("golden_file", [GOLDEN, GOLDEN_V1], ids=["Plan.2", "Plan.1"])
+def test_golden_plan(plan, sample_clip, golden_file):
+    """The analysis of the generated clip matches the checked-in golden plans (within 3 px)."""
+    golden = load_plan(golden_file)
     truth = sample_clip[1]
     assert (
         [(s.start, s.end) for s in plan.shots]
@@ -91,6 +94,40 @@ def test_golden_plan(plan, sample_clip):
         assert np.abs(a.boxes - b.boxes).max() < 3.0
     for a, b in zip(plan.detections, golden.detections):
         assert len(a) == len(b)
+
+
+def test_plan_1_is_upgraded_with_what_made_it(tmp_path):
+    """A Plan.1 file loads with the values deid-edit used before the fields existed (exact
+    recognizer, average linkage) and is written back as Plan.2; the upgrade does not touch its input."""
+    data = json.loads(GOLDEN_V1.read_text())
+    assert data["schema"] == PLAN_1 and "recognizer" not in data["config"]["identity"]
+    before = json.dumps(data)
+    up = upgrade(data)
+    assert json.dumps(data) == before
+    assert up["schema"] == SCHEMA
+    assert up["config"]["identity"]["recognizer"] == "exact" and up["config"]["identity"]["linkage"] == "average"
+    assert up["config"]["metadata_removed"] is None
+    plan = load_plan(GOLDEN_V1)
+    assert plan.recognizer == "exact" and plan.link_threshold == 0.55
+    again = load_plan(save_plan(plan, tmp_path / "v2.deid.json"))
+    assert json.loads((tmp_path / "v2.deid.json").read_text())["schema"] == SCHEMA
+    assert again.config == plan.config and again.identities == plan.identities
+
+
+def test_plan_2_with_a_field_missing_is_damaged(tmp_path):
+    """Plan.2 has every field: a reader never guesses a default for one that is missing."""
+    data = json.loads(GOLDEN.read_text())
+    assert data["schema"] == SCHEMA
+    for drop in (("tracks", 0, "margin"), ("identities", 0, "label"), ("config", "identity", "recognizer"), ("config", "metadata_removed")):
+        broken = json.loads(GOLDEN.read_text())
+        node = broken
+        for key in drop[:-1]:
+            node = node[key]
+        del node[drop[-1]]
+        p = tmp_path / "broken.deid.json"
+        p.write_text(json.dumps(broken))
+        with pytest.raises(PlanError, match="damaged plan"):
+            load_plan(p)
 
 
 def test_regions_grow_up_and_past_frame_edges(plan):
