@@ -38,8 +38,8 @@ import numpy as np
 from deid_edit.config import DetectConfig, RenderConfig
 from deid_edit.detect import create_detector
 from deid_edit.embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, chip_transform, distance, warp_chip
-from deid_edit.generator import CROP_SIZE, DESCRIPTOR_SIZE
 from deid_edit.generator.extract import lfw_held_out
+from deid_edit.nets import CROP_SIZE, DESCRIPTOR_SIZE
 from deid_edit.render.cloak import Cloak
 from deid_edit.types import FaceRegion
 

@@ -4,9 +4,9 @@ Public API: ``analyze`` (video -> Plan), ``render`` (video + Plan -> anonymized 
 (both), ``batch`` (a folder tree), ``load_plan`` / ``save_plan``.
 """
 
-__version__ = "0.1.0"
-
-from .pipeline import analyze, batch, render, run  # noqa: E402
-from .plan import Plan, load_plan, save_plan  # noqa: E402
+from ._version import __version__
+from .folder_batch import batch
+from .pipeline import analyze, render, run
+from .plan import Plan, load_plan, save_plan
 
 __all__ = ["Plan", "__version__", "analyze", "batch", "load_plan", "render", "run", "save_plan"]

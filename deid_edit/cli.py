@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .config import AnalyzeConfig, encode_config, render_config
 from .errors import DeidError
 from .progress import JsonProgress, NullProgress, ProgressSink
@@ -436,9 +436,10 @@ def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: 
         _check_otio(otio_path, ecfg.force, video, out)
     progress = make_progress(progress_kind)
     heard: dict[str, Any] = {}
-    out = render_pipeline(video, plan_file, out, rcfg, ecfg, progress, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
+    plan = load_plan(plan_file)  # read once: the render follows it, the markers and the closing line report it
+    out = render_pipeline(video, plan, out, rcfg, ecfg, progress, selection, on_selection=lambda p, r: heard.update(plan=p, report=r))
     extra: dict[str, str] = {}
-    plan = heard.get("plan") or load_plan(plan_file)  # what this render kept (markers, closing line)
+    plan = heard.get("plan") or plan  # with --keep/--only: the plan as this render applied it
     if otio_path:
         extra = _write_otio(otio_path, video, out, plan, rcfg.mode, plan_file, ecfg.force)
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
@@ -506,8 +507,8 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
 
     --keep/--only photos apply to every file, decided per track as in 'run'; each output with a
     selection gets OUT.kept.png and its kept tracks in the summary."""
-    from .pipeline import BATCH_STATUSES, SUMMARY
-    from .pipeline import batch as batch_pipeline
+    from .folder_batch import BATCH_STATUSES, SUMMARY
+    from .folder_batch import batch as batch_pipeline
 
     if opts.get("keep_identity") or opts.get("only_identity"):
         raise click.UsageError("--keep-identity/--only-identity name identities of one plan; in a batch use --keep/--only photos")

@@ -12,6 +12,9 @@ from typing import Any
 
 from .errors import ConfigError
 
+# --mode names; render.ANONYMIZERS maps each to its class and checks at import that the two agree.
+# Named here so RenderConfig validates a mode without importing render (which imports this module).
+MODES = ("blur", "pixelate", "solid", "matte", "debug", "cloak")
 SHAPES = ("ellipse", "box")
 MAX_BLOCKS = 10  # pixelate: the finest mosaic that no recognizer matched on footage (RenderConfig.blocks)
 DEVICES_GENERIC = ("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "directml")
@@ -193,9 +196,7 @@ class RenderConfig:
         return "face" if self.mode == "cloak" else "head"
 
     def __post_init__(self) -> None:
-        from .render import ANONYMIZERS  # local: render imports config
-
-        _check(self.mode in ANONYMIZERS, "--mode", self.mode, ", ".join(sorted(ANONYMIZERS)))
+        _check(self.mode in MODES, "--mode", self.mode, ", ".join(sorted(MODES)))
         _check(self.shape in SHAPES, "--shape", self.shape, " or ".join(SHAPES))
         _check(0.0 <= self.padding <= 2.0, "--padding", self.padding, "a number in 0..2 (fraction of the face size)")
         _check(0.0 <= self.feather <= 1.0, "--feather", self.feather, "a number in 0..1")

@@ -29,7 +29,7 @@ from typing import Any
 import av
 import opentimelineio as otio
 
-from . import __version__
+from ._version import __version__
 from .errors import ConfigError, EncodeError, InputError
 from .faces import UNASSIGNED, summarize
 from .io.atomic import write_atomic

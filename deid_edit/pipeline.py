@@ -10,15 +10,11 @@ closed: a frame the plan does not cover stops the render and nothing is written.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,7 +22,7 @@ import av
 import cv2
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .config import AnalyzeConfig, DetectConfig, EncodeConfig, IdentityConfig, RenderConfig
 from .detect import FaceDetector, create_detector
 from .detect.centerface import nms
@@ -41,7 +37,7 @@ from .identities import (
     select,
 )
 from .io.decode import VideoReader, open_input, probe, upright_k
-from .io.encode import OUTPUT_FORMATS, check_codec, open_writer
+from .io.encode import check_codec, open_writer
 from .io.metadata import removed_by_default
 from .plan import Plan, load_plan, save_plan
 from .progress import NullProgress, ProgressSink
@@ -286,11 +282,6 @@ def selection_references(selection: Selection | None, recognizer: str = "fast") 
     return reference_descriptors(photos, recognizer=recognizer) if photos else None
 
 
-def plan_recognizer(plan: Plan) -> str:
-    """The recognizer that made the plan's descriptors (plans older than the choice used the exact one)."""
-    return str(plan.config.get("identity", {}).get("recognizer", "exact"))
-
-
 SelectionHook = Callable[[Plan, SelectionReport], None]
 
 
@@ -307,7 +298,7 @@ def apply_selection(
         return plan, None
     cfg = cfg or IdentityConfig()
     if refs is None:
-        refs = selection_references(selection, plan_recognizer(plan))
+        refs = selection_references(selection, plan.recognizer)
     identities, report = select(plan.identities, plan.tracks, selection, cfg, refs)
     photos = selection.keep_photos or selection.only_photos
     for p in report.unmatched_photos:
@@ -338,7 +329,7 @@ def reusable_plan(video: Path, path: str | os.PathLike[str], cfg: AnalyzeConfig)
         log.info("%s: not reused (%s)", path, exc)
         return None
     wanted = json.loads(json.dumps(cfg.to_dict()))  # as stored: tuples are lists
-    if any(plan.config.get(k) != wanted[k] for k in ("detect", "shots", "track", "identity")):
+    if any(plan.config[k] != wanted[k] for k in ("detect", "shots", "track", "identity")):
         log.info("%s: made with other analysis settings; analyzing again", path)
         return None
     log.info("%s: reusing this plan (same file, same settings)", path)
@@ -465,189 +456,3 @@ def run(
     if plan_out:
         save_plan(plan, plan_out)
     return render(video, plan, out, render_cfg, ecfg, progress), plan
-
-
-# -- batch -------------------------------------------------------------------------------------
-IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif", "svg_pipe"}
-SUMMARY = "deid-edit-summary"
-
-
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".mxf", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".m2v"}
-    | {".vob", ".3gp", ".3g2", ".wmv", ".asf", ".flv", ".dv", ".ogv", ".y4m"}
-)
-# leading bytes of the containers cameras, phones and edit suites write: such a file that FFmpeg
-# cannot open is a damaged video (failed), not something else that happens to sit in the folder
-_CONTAINER_MAGIC: tuple[tuple[int, bytes], ...] = (
-    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"wide"), (4, b"free"), (4, b"skip"),  # MP4, MOV, 3GP
-    (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
-    (0, b"RIFF"),  # AVI
-    (0, b"\x06\x0e\x2b\x34"),  # MXF
-    (0, b"\x30\x26\xb2\x75"),  # ASF, WMV
-    (0, b"FLV"), (0, b"OggS"), (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # FLV, Ogg, MPEG-PS/ES
-)
-
-
-def _looks_like_container(head: bytes) -> bool:
-    if any(head[at : at + len(magic)] == magic for at, magic in _CONTAINER_MAGIC):
-        return True
-    return len(head) > 376 and head[0] == head[188] == head[376] == 0x47  # MPEG-TS sync bytes
-
-
-def _is_text(head: bytes) -> bool:
-    if not head or b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start > len(head) - 4  # a multi-byte character cut by the read
-    return True
-
-
-def classify(path: Path) -> tuple[str, str]:
-    """What a batch does with a file: ("photo" | "video" | "not a video" | "failed", reason).
-
-    Content decides, not the name: a clip named ``.bin`` is a video; a text file named ``.mp4`` is
-    not. A file that starts like a video container but cannot be opened (cut short by a failed
-    copy, a damaged card) is "failed", never silently "not a video": it may hold a source's face.
-    """
-    from .photo import is_photo
-
-    if is_photo(path) and not path.name.startswith("."):
-        return "photo", ""
-    try:
-        with path.open("rb") as f:
-            head = f.read(4096)
-    except OSError as exc:
-        return "failed", f"{path}: cannot be read ({exc.strerror or exc}); check its permissions"
-    if not head:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            return "failed", f"{path}: is empty (0 bytes); re-copy it"
-        return "not a video", "empty file"
-    try:
-        with av.open(str(path), metadata_errors="ignore") as c:
-            if c.format.name in IMAGE_FORMATS:
-                return "not a video", f"a still image ({c.format.name}) of a format deid-edit does not write"
-            if not c.streams.video:
-                kinds = sorted({st.type for st in c.streams}) or ["no streams"]
-                return "not a video", f"no video stream ({', '.join(kinds)} only)"
-            v = c.streams.video[0]
-            if (v.frames or 0) == 1 or not (c.duration or v.duration or 0) > 0:
-                return "not a video", "a single picture, not a video"
-            return "video", ""
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        if _looks_like_container(head):
-            return "failed", f"{path}: looks like a video but cannot be opened ({reason}); it may be truncated: re-copy it from the card"
-        if _is_text(head):
-            return "not a video", f"a text file{' named like a video' if path.suffix.lower() in VIDEO_SUFFIXES else ''}"
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            return "failed", f"{path}: named like a video but cannot be opened ({reason}); re-copy or re-export it"
-        return "not a video", "not a media file FFmpeg reads"
-
-
-BATCH_STATUSES = ("done", "skipped", "failed", "not a video")
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    file: str
-    output: str  # "" for a file that is not a video
-    status: str  # one of BATCH_STATUSES
-    seconds: float
-    faces: int
-    error: str = ""  # why: the error of a failed file, what a skipped or not-a-video file is
-    kept: str = ""  # with --keep/--only: the tracks left visible ("" without a selection)
-
-
-def batch(
-    in_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    analyze_cfg: AnalyzeConfig | None = None,
-    render_cfg: RenderConfig | None = None,
-    encode_cfg: EncodeConfig | None = None,
-    jobs: int = 1,
-    progress_for: Callable[[Path], ProgressSink] | None = None,
-    selection: Selection | None = None,
-) -> list[BatchItem]:
-    """Run every video and photo under ``in_dir`` into the mirrored tree under ``out_dir``.
-
-    Every file under ``in_dir`` gets a row in the summary with its status and why: done, skipped
-    (its output exists), failed (with the error) or not a video (with what it is), so nothing a
-    journalist put in the folder can go missing unnoticed. Outputs appear only when complete
-    (atomic rename), so an existing output means done: a rerun after an interruption skips it. One
-    file's failure is recorded and the others go on.
-    """
-    src, dst = Path(in_dir), Path(out_dir)
-    if not src.is_dir():
-        raise InputError(f"{src}: not a folder; give the folder holding the videos")
-    dst.mkdir(parents=True, exist_ok=True)
-    from .photo import is_photo, run_photo
-
-    out_root = dst.resolve()
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and out_root not in p.resolve().parents]
-    ecfg = encode_cfg or EncodeConfig()
-    acfg = analyze_cfg or AnalyzeConfig()
-    selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
-    detector = create_detector(acfg.detect)
-
-    def one(path: Path) -> BatchItem:
-        kind, why = classify(path)
-        if kind in ("not a video", "failed"):
-            if kind == "failed":
-                log.error("%s", why)
-            return BatchItem(str(path), "", kind, 0.0, 0, why)
-        target = dst / path.relative_to(src)
-        if target.suffix.lower() not in OUTPUT_FORMATS and not is_photo(path):  # a video under an odd name: write MP4
-            target = target.with_name(target.name + ".mp4")
-        t0 = time.monotonic()
-        if target.is_file() and not ecfg.force:
-            return BatchItem(str(path), str(target), "skipped", 0.0, 0, "its output exists (done before); --force redoes it")
-        try:
-            progress = progress_for(path) if progress_for else None
-            heard: dict[str, object] = {}
-            if kind == "photo":
-                _, plan, report = run_photo(path, target, acfg, render_cfg, replace(ecfg, force=True), selection)
-                kept = "" if report is None else " ".join(map(str, report.kept_tracks())) or "none"
-                return BatchItem(str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.tracks), kept=kept)
-            _, plan = run(
-                path,
-                target,
-                acfg,
-                render_cfg,
-                replace(ecfg, force=True),
-                progress,
-                detector=detector,
-                selection=selection,
-                on_selection=lambda p, r: heard.update(plan=p, report=r),
-            )
-            kept = ""
-            report = heard.get("report")
-            if isinstance(report, SelectionReport):
-                from .faces import write_kept_sheet
-
-                write_kept_sheet(path, plan, report.kept_tracks(), target.with_name(target.name + ".kept.png"))
-                kept = " ".join(map(str, report.kept_tracks())) or "none"
-            return BatchItem(str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.identities), kept=kept)
-        except DeidError as exc:
-            log.error("%s", exc)
-            return BatchItem(str(path), str(target), "failed", round(time.monotonic() - t0, 2), 0, str(exc))
-
-    if jobs > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            items = list(pool.map(one, files))
-    else:
-        items = [one(p) for p in files]
-    write_summary(dst, items)
-    return items
-
-
-def write_summary(out_dir: Path, items: list[BatchItem]) -> None:
-    """``deid-edit-summary.json`` and ``.csv`` in ``out_dir`` (file, status, seconds, faces, error)."""
-    rows = [item.__dict__ for item in items]
-    (out_dir / f"{SUMMARY}.json").write_text(json.dumps({"files": rows}, indent=1))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["file", "output", "status", "seconds", "faces", "error", "kept"])
-    w.writeheader()
-    w.writerows(rows)
-    (out_dir / f"{SUMMARY}.csv").write_text(buf.getvalue())

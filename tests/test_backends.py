@@ -253,15 +253,20 @@ def test_cli_device_and_backend_reach_the_render_config(monkeypatch, tmp_path):
     def fake_run(video, out, acfg, rcfg, *_a, **_k):
         seen["run"] = rcfg
         assert acfg.detect.backend == rcfg.backend and acfg.detect.device == rcfg.device
-        return out, SimpleNamespace(identities=[], frame_count=0)
+        return out, SimpleNamespace(identities=[], tracks=[], frame_count=0)
 
     def fake_batch(in_dir, out_dir, acfg, rcfg, *_a, **_k):
         seen["batch"] = rcfg
         return []
 
+    import deid_edit.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "load_plan", lambda path: SimpleNamespace(identities=[], tracks=[], frame_count=0))
     monkeypatch.setattr(pipeline, "render", fake_render)
     monkeypatch.setattr(pipeline, "run", fake_run)
-    monkeypatch.setattr(pipeline, "batch", fake_batch)
+    import deid_edit.folder_batch as folder_batch
+
+    monkeypatch.setattr(folder_batch, "batch", fake_batch)
     video, flags = str(tmp_path / "v.mp4"), ["--mode", "cloak", "--backend", "torch", "--device", "cpu", "--progress", "none"]
     for argv in (
         ["render", video, "-o", str(tmp_path / "o.mp4")],
@@ -289,7 +294,7 @@ def cloak_file(tmp_path_factory) -> Path:
     import torch
 
     from deid_edit.generator.export import export_onnx
-    from deid_edit.generator.model import CloakGenerator
+    from deid_edit.nets.cloak import CloakGenerator
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -307,7 +312,7 @@ def cloak_inputs(detectors, sample_clip) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     from deid_edit.embed import FaceEmbedder
-    from deid_edit.generator import CROP_SIZE
+    from deid_edit.nets import CROP_SIZE
 
     chips = sample_chips(sample_clip[0], detectors[0])[:12]
     desc = FaceEmbedder(device="cpu", recognizer="exact", backend="onnxruntime").embed(chips)
@@ -319,7 +324,7 @@ def test_same_cloak_generator_outputs(cloak_file, cloak_inputs):
     """ONNX Runtime and the native torch ``CloakGenerator`` (weights read from the ONNX file) on the
     CPU agree within CLOAK_PX on the 0..255 chip and CLOAK_MASK on the mask. Measured on this file's
     generator and the sample clip's 12 chips (torch 2.13 CPU, onnxruntime CPU): 3.1e-5 and 1.0e-7."""
-    from deid_edit.generator.model import CloakGenerator
+    from deid_edit.nets.cloak import CloakGenerator
 
     x, d = cloak_inputs
     ort_gen = backend.load_model("cloak", "onnxruntime", "cpu", path=cloak_file)
@@ -356,8 +361,8 @@ def _rewritten(src: Path, dst: Path, meta: str | None) -> Path:
 def test_a_file_that_is_not_this_generator_is_a_model_error(cloak_file, tmp_path):
     """On the torch backend the file must carry the generator's metadata and exactly the weights it
     describes (strict); a mismatch is one line naming the file, never a half-loaded module."""
-    from deid_edit.generator.model import GeneratorConfig
     from deid_edit.models import model_path
+    from deid_edit.nets.cloak import GeneratorConfig
 
     narrow = json.dumps({"size": 128, "generator": GeneratorConfig(widths=(8, 16, 32, 64, 64)).to_json()})
     cases = {
@@ -581,7 +586,7 @@ def test_cuda_cloak_generator_matches_onnxruntime(cloak_file, one_shot_clip):
     import cv2
 
     from deid_edit.embed import FaceEmbedder
-    from deid_edit.generator import CROP_SIZE
+    from deid_edit.nets import CROP_SIZE
 
     chips = sample_chips(one_shot_clip, create_detector(DetectConfig(device="cpu", backend="onnxruntime")))
     d = FaceEmbedder(device="cpu", recognizer="exact", backend="onnxruntime").embed(chips)

@@ -15,7 +15,7 @@ from conftest import decoded
 from deid_edit import analyze, render
 from deid_edit.config import RenderConfig
 from deid_edit.errors import ModelError
-from deid_edit.generator import CROP_SIZE, DESCRIPTOR_SIZE
+from deid_edit.nets import CROP_SIZE, DESCRIPTOR_SIZE
 from deid_edit.plan import Plan
 from deid_edit.render import ANONYMIZERS, get_anonymizer
 from deid_edit.render.classic import Blur

@@ -19,10 +19,9 @@ torch = pytest.importorskip("torch", reason="cloak training needs the [train] ex
 from click.testing import CliRunner  # noqa: E402
 
 from deid_edit.cli import cli  # noqa: E402
-from deid_edit.generator import CROP_SIZE  # noqa: E402
 from deid_edit.generator.export import max_abs_diff  # noqa: E402
 from deid_edit.generator.extract import HELD_OUT, INDEX, extract_faces, lfw_held_out, read_index  # noqa: E402
-from deid_edit.generator.model import CloakGenerator, DetectorFeatures, PatchDiscriminator, RecognitionFeatures  # noqa: E402
+from deid_edit.generator.model import DetectorFeatures, PatchDiscriminator, RecognitionFeatures  # noqa: E402
 from deid_edit.generator.train import (  # noqa: E402
     LOSSES,
     ChipSet,
@@ -33,6 +32,8 @@ from deid_edit.generator.train import (  # noqa: E402
     load_generator,
     train,
 )
+from deid_edit.nets import CROP_SIZE  # noqa: E402
+from deid_edit.nets.cloak import CloakGenerator  # noqa: E402
 from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path  # noqa: E402
 
 LFW = SHARED / "faces" / "lfw" / "lfw_deepfunneled"

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from deid_edit.backend.ort import available_devices, choose_providers
 from deid_edit.config import DetectConfig
 from deid_edit.detect import create_detector
 from deid_edit.detect.centerface import nms
-from deid_edit.detect.onnx import available_devices, choose_providers
 from deid_edit.errors import ConfigError, ModelError
 from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path
 

@@ -10,7 +10,7 @@ the cloak generator), to its outputs as numpy arrays (next stage: the detector's
 decoding, the cloak's paste-back). Callers never see sessions, modules or devices.
 
 * ``onnxruntime`` (the default and the only one in the base install): the ``.onnx`` file run by an
-  ONNX Runtime session from ``detect.onnx.make_session``, which picks the execution provider
+  ONNX Runtime session from ``backend.ort.make_session``, which picks the execution provider
   (TensorRT, CUDA, CoreML, DirectML, CPU) from what the installed build has.
 * ``torch`` (extra ``deid-edit[torch]``): the same ``.onnx`` files run by PyTorch on CUDA, MPS or
   the CPU (``backend.torch_backend``): the detector converted by onnx2torch, the recognizer and the
@@ -46,7 +46,6 @@ warning: a long file is never lost to a memory spike mid-way.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -57,13 +56,14 @@ import numpy as np
 
 from ..errors import ModelError
 from ..models import model_path
+from .extras import TORCH_EXTRA_HINT, torch_installed
+from .ort import available_devices, make_session
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnxruntime", "torch")
 ORT_ONLY_DEVICES = ("tensorrt", "coreml", "directml")
 TORCH_ONLY_DEVICES = ("mps",)
-TORCH_EXTRA_HINT = "pip install 'deid-edit[torch]' (torch, onnx and onnx2torch)"
 
 
 class InferenceModel(Protocol):
@@ -81,8 +81,6 @@ class OrtModel:
     """An ONNX Runtime session on the model file ``path`` behind ``InferenceModel``."""
 
     def __init__(self, path: Path, device: str = "auto", threads: int = 0) -> None:
-        from ..detect.onnx import make_session
-
         self.path = Path(path)
         self.session = make_session(self.path, device, threads)
         self.provider: str = self.session.get_providers()[0]
@@ -95,19 +93,12 @@ class OrtModel:
         return list(self.session.run(self.output_names, dict(zip(self.input_names, inputs))))
 
 
-def torch_installed() -> bool:
-    """torch, onnx and onnx2torch can be imported (checked without importing them)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnx2torch"))
-
-
 def nvidia_driver_visible() -> bool:
     """A cheap sign of an NVIDIA GPU, so ``auto`` imports torch only where CUDA may work."""
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
 
 
 def _ort_has_gpu() -> bool:
-    from ..detect.onnx import available_devices
-
     return any(d in ("cuda", "tensorrt") for d in available_devices())
 
 

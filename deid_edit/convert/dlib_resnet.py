@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..nets.dlib_resnet import DlibResNet
 
 SOURCE_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 SOURCE_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"  # face_recognition_models 0.3.0
@@ -264,7 +265,7 @@ def read_dlib_net(path: Path) -> DlibNet:
 
 
 # ---------------------------------------------------------------------------------------------
-# The network in PyTorch
+# The network in PyTorch (its module is nets.dlib_resnet's; built here from the .dat's layers)
 
 
 def expected_kinds() -> list[str]:
@@ -305,92 +306,50 @@ def _fold_input_normalization(conv: nn.Conv2d, mean_rgb: tuple[float, float, flo
     return conv
 
 
-def _out_size(size: int, window: int, stride: int, padding: int) -> int:
-    """dlib's (and PyTorch's) output size for a conv or pool with floor rounding."""
-    return 1 + (size + 2 * padding - window) // stride
+def resnet_from_net(net: DlibNet) -> DlibResNet:
+    """The torch module (``nets.dlib_resnet.DlibResNet``) for a parsed dlib network, its layers
+    checked against dlib's ``anet_type``.
 
-
-class ResidualBlock(nn.Module):
-    """dlib's ``ares`` / ``ares_down``: relu(add_prev(block(x), shortcut(x))).
-
-    The shortcut is the identity, or for downsampling blocks a 2x2/2 average pool. dlib's add_prev
-    adds tensors of different sizes by zero-extending each to the larger channel count and spatial
-    size (at the end: extra channels last, extra rows at the bottom, extra columns at the right);
-    the sizes are fixed by the 150x150 input, so the padding amounts are constants here.
+    Each con + affine pair becomes one convolution (``_conv_affine``) and the input normalization
+    of dlib's ``input_rgb_image_sized`` ((pixel - channel mean) / 256) is folded into the first
+    (weights / 256, bias - sum(weights * mean) / 256), exact because that convolution has no
+    padding (no zero border that would have to stay zero after normalization); it saves two full
+    passes over the input, about 5% of the run time, and the exported graph takes raw pixels.
     """
+    kinds = [layer.kind for layer in net.layers]
+    if kinds != expected_kinds():
+        raise DlibFormatError("the file's layers do not follow dlib's anet_type (dnn_face_recognition_ex.cpp)")
+    if net.size != CHIP_SIZE:
+        raise DlibFormatError(f"input size {net.size}, expected {CHIP_SIZE}")
+    layers = list(net.layers)
+    stem = _fold_input_normalization(_conv_affine(layers[0], layers[1]), net.mean_rgb)
+    pool = layers[3]
+    channels = STEM_FILTERS
+    convs = []
+    i = 4
+    for filters, down in ANET_BLOCKS:
+        conv1, conv2 = _conv_affine(layers[i], layers[i + 1]), _conv_affine(layers[i + 3], layers[i + 4])
+        if conv2.out_channels != filters or conv1.stride[0] != (2 if down else 1):
+            raise DlibFormatError(f"block at layer {i}: {conv2.out_channels} filters stride {conv1.stride}, expected {filters} {down}")
+        convs.append((conv1, conv2))
+        channels = max(channels, conv2.out_channels)  # a block's output is zero-extended to the wider of its input and conv2
+        i += 8 if down else 7
+    fc = layers[-1]
+    if fc.weight is None or fc.weight.shape != (EMBEDDING_SIZE, channels):
+        shape = None if fc.weight is None else fc.weight.shape
+        raise DlibFormatError(f"fc layer of shape {shape}, expected ({EMBEDDING_SIZE}, {channels})")
+    linear = nn.Linear(fc.weight.shape[1], fc.weight.shape[0], bias=fc.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(fc.weight))
+        if fc.bias is not None:
+            linear.bias.copy_(torch.from_numpy(fc.bias))
+    return DlibResNet(stem, (pool.window[0], pool.stride[0]), convs, linear, CHIP_SIZE)
 
-    def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d, down: bool, in_shape: tuple[int, int]) -> None:
-        super().__init__()
-        self.conv1, self.conv2, self.down = conv1, conv2, down
-        in_c, size = in_shape
-        main_size = _out_size(size, 3, conv1.stride[0], conv1.padding[0])
-        short_size = _out_size(size, 2, 2, 0) if down else size
-        out_c, self.out_size = conv2.out_channels, max(main_size, short_size)
-        self.out_channels = max(out_c, in_c)
-        # F.pad order for NCHW: (left, right, top, bottom, front, back)
-        self.pad_main = (0, self.out_size - main_size, 0, self.out_size - main_size, 0, self.out_channels - out_c)
-        self.pad_short = (0, self.out_size - short_size, 0, self.out_size - short_size, 0, self.out_channels - in_c)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(F.relu(self.conv1(x)))
-        s = F.avg_pool2d(x, 2, 2) if self.down else x
-        if any(self.pad_main):
-            y = F.pad(y, self.pad_main)
-        if any(self.pad_short):
-            s = F.pad(s, self.pad_short)
-        return F.relu(y + s)
-
-
-class DlibResNet(nn.Module):
-    """dlib's face recognition ResNet: 150x150 RGB 0..255 in, 128-d descriptor out.
-
-    The input normalization of dlib's ``input_rgb_image_sized`` ((pixel - channel mean) / 256) is
-    part of the module, so the exported graph takes raw pixels and callers cannot get it wrong. It
-    is folded into the first convolution (weights / 256, bias - sum(weights * mean) / 256), which is
-    exact because that convolution has no padding (no zero border that would have to stay zero
-    after normalization); it saves two full passes over the input, about 5% of the run time.
-    """
-
-    def __init__(self, net: DlibNet) -> None:
-        super().__init__()
-        kinds = [layer.kind for layer in net.layers]
-        if kinds != expected_kinds():
-            raise DlibFormatError("the file's layers do not follow dlib's anet_type (dnn_face_recognition_ex.cpp)")
-        if net.size != CHIP_SIZE:
-            raise DlibFormatError(f"input size {net.size}, expected {CHIP_SIZE}")
-        layers = list(net.layers)
-        self.stem = _fold_input_normalization(_conv_affine(layers[0], layers[1]), net.mean_rgb)
-        pool = layers[3]
-        self.pool_window, self.pool_stride = pool.window[0], pool.stride[0]
-        size = _out_size(_out_size(CHIP_SIZE, 7, self.stem.stride[0], self.stem.padding[0]), self.pool_window, self.pool_stride, 0)
-        channels = STEM_FILTERS
-        blocks = []
-        i = 4
-        for filters, down in ANET_BLOCKS:
-            conv1, conv2 = _conv_affine(layers[i], layers[i + 1]), _conv_affine(layers[i + 3], layers[i + 4])
-            if conv2.out_channels != filters or conv1.stride[0] != (2 if down else 1):
-                raise DlibFormatError(f"block at layer {i}: {conv2.out_channels} filters stride {conv1.stride}, expected {filters} {down}")
-            block = ResidualBlock(conv1, conv2, down, (channels, size))
-            blocks.append(block)
-            channels, size = block.out_channels, block.out_size
-            i += 8 if down else 7
-        self.blocks = nn.Sequential(*blocks)
-        fc = layers[-1]
-        if fc.weight is None or fc.weight.shape != (EMBEDDING_SIZE, channels):
-            shape = None if fc.weight is None else fc.weight.shape
-            raise DlibFormatError(f"fc layer of shape {shape}, expected ({EMBEDDING_SIZE}, {channels})")
-        self.fc = nn.Linear(fc.weight.shape[1], fc.weight.shape[0], bias=fc.bias is not None)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.from_numpy(fc.weight))
-            if fc.bias is not None:
-                self.fc.bias.copy_(torch.from_numpy(fc.bias))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem(image))
-        x = F.max_pool2d(x, self.pool_window, self.pool_stride)
-        x = self.blocks(x)
-        x = x.mean(dim=(2, 3))
-        return self.fc(x)
+def resnet_from_dat(path: Path | None = None) -> DlibResNet:
+    """The torch module for a dlib ``.dat`` file (default: ``SOURCE_FILE`` from
+    face_recognition_models), for the converter and for training's frozen recognizer."""
+    return resnet_from_net(read_dlib_net(path or package_file(SOURCE_FILE)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {dat} has sha256 {digest}, not the audited {SOURCE_SHA256}", file=sys.stderr)
     torch.manual_seed(0)
     net = read_dlib_net(dat)
-    model = DlibResNet(net).eval()
+    model = resnet_from_net(net).eval()
     mean = tuple(round(m, 3) for m in net.mean_rgb)
     print(f"read {dat} ({len(net.layers)} layers, mean RGB {mean}, dlib threshold {net.distance_threshold:.3f})")
 

@@ -2,8 +2,8 @@
 
 Detectors implement the ``FaceDetector`` protocol and are listed in ``DETECTORS``; the pipeline
 builds one with ``create_detector`` from a ``DetectConfig``. Networks are loaded through
-``deid_edit.backend`` (ONNX Runtime or PyTorch, ``DetectConfig.backend``); ONNX Runtime sessions are
-made in one place (``detect.onnx``) so provider choice is the same for every model.
+``deid_edit.backend`` (ONNX Runtime or PyTorch, ``DetectConfig.backend``), which also makes every
+ONNX Runtime session (``backend.ort``) so provider choice is the same for every model.
 """
 
 from __future__ import annotations

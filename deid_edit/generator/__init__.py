@@ -3,10 +3,11 @@ De-Identification in Video" (ICCV 2019) — its data, model, training and ONNX e
 
 Input: aligned face chips (``extract``: photos/videos -> a chip folder). Output: ``models/cloak.onnx``
 (``export``), which the renderer's cloak mode runs with ONNX Runtime, or with ``--backend torch`` as
-the native ``model.CloakGenerator`` rebuilt from that file (``backend.torch_backend``). Only
-training and the torch backend need torch (the ``[train]``/``[torch]`` extras); ``extract`` and
-this ``__init__`` do not import it, and the default (ONNX Runtime) inference path never imports
-``model``, ``train`` or ``export``.
+the native ``deid_edit.nets.cloak.CloakGenerator`` rebuilt from that file (``backend.torch_backend``).
+The generator's module and sizes (``CROP_SIZE``, ``DESCRIPTOR_SIZE``) live in ``deid_edit.nets``,
+which the inference path shares; nothing it runs imports this package. Only training and the torch
+backend need torch (the ``[train]``/``[torch]`` extras); ``extract`` and this ``__init__`` do not
+import it.
 
 Commands::
 
@@ -17,7 +18,8 @@ Commands::
 The method: a feed-forward adversarial autoencoder. The encoder's bottleneck is concatenated with
 the recognizer's descriptor of the input face; the decoder outputs a raw face ``z`` and a mask
 ``m``; the result is ``m*z + (1-m)*x``. The frozen recognizer (dlib's ResNet, the one the engine's
-identities and audit use, rebuilt in torch by ``deid_edit.convert.dlib_resnet``) is the perceptual
+identities and audit use, ``deid_edit.nets.dlib_resnet``, read from dlib's file by
+``deid_edit.convert.dlib_resnet``) is the perceptual
 network: low/mid-level features of the output are attracted to the input's (pose, expression,
 lighting), its descriptor is repelled (identity). Trained once; no per-video training.
 
@@ -66,7 +68,3 @@ Design choices (and why):
   also matched by descriptor in all other sources (``extract``); the list goes into the dataset
   and the run folder (``held_out.json``).
 """
-
-CROP_SIZE = 128  # generator input/output side, pixels
-RECOGNIZER_SIZE = 150  # dlib's chip side (deid_edit.embed.CHIP_SIZE)
-DESCRIPTOR_SIZE = 128  # dlib's descriptor length (deid_edit.embed.EMBEDDING_SIZE)

@@ -20,8 +20,8 @@ import torch
 from ..convert.dlib_resnet import scrub_export_annotations
 from ..errors import EncodeError
 from ..io.atomic import write_atomic
-from . import DESCRIPTOR_SIZE
-from .model import CloakGenerator
+from ..nets import DESCRIPTOR_SIZE
+from ..nets.cloak import CloakGenerator
 from .train import load_generator
 
 OPSET = 18

@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
-from . import CROP_SIZE
+from ..nets import CROP_SIZE
+from ..nets.cloak import CloakGenerator, GeneratorConfig
 from .extract import HELD_OUT, read_held_out, read_index
-from .model import CloakGenerator, DetectorFeatures, GeneratorConfig, PatchDiscriminator, RecognitionFeatures
+from .model import DetectorFeatures, PatchDiscriminator, RecognitionFeatures
 
 log = logging.getLogger(__name__)
 

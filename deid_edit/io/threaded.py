@@ -11,11 +11,13 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
-from .encode import VideoWriter
+if TYPE_CHECKING:  # encode builds this wrapper (open_writer); it needs the type only
+    from .encode import VideoWriter
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import RenderConfig
+from ..config import MODES, RenderConfig
 from ..types import FaceRegion
 from .classic import Blur, Debug, Matte, Pixelate, Solid
 from .cloak import Cloak
@@ -32,6 +32,9 @@ class Anonymizer(Protocol):
 
 
 ANONYMIZERS: dict[str, type] = {c.name: c for c in (Blur, Pixelate, Solid, Matte, Debug, Cloak)}
+# config.MODES validates --mode without importing this package; a mode added to one but not the other fails here, at import
+if set(ANONYMIZERS) != set(MODES):
+    raise ImportError(f"render.ANONYMIZERS {sorted(ANONYMIZERS)} and config.MODES {sorted(MODES)} disagree; update both")
 
 
 def get_anonymizer(name: str) -> Anonymizer:

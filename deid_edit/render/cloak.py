@@ -63,7 +63,7 @@ import numpy as np
 from ..config import RenderConfig
 from ..embed import CHIP_SIZE, DEFAULT_RECOGNIZER, SAME_PERSON_L2, FaceEmbedder, chip_transform, distance, warp_chip
 from ..errors import ModelError
-from ..generator import CROP_SIZE
+from ..nets import CROP_SIZE
 from ..types import FaceRegion
 from .classic import Blur
 from .shapes import RegionMask, mask_for

@@ -1,5 +1,9 @@
 """The one place ONNX Runtime sessions are made, with the execution provider chosen by device.
 
+Here in ``backend`` (not in ``detect``) because every network's session is made here: the detector's,
+the recognizer's and the cloak generator's, through ``backend.OrtModel``. Imports ``onnxruntime``
+only when called.
+
 ``auto`` takes every installed accelerator in the order TensorRT, CUDA, CoreML, DirectML, then the
 CPU; an explicit ``--device`` that this ONNX Runtime build cannot serve is a ``ModelError`` listing
 what is available, never a silent fall-back to the CPU.
