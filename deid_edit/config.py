@@ -7,7 +7,7 @@ value and what is allowed, so the core never runs with an impossible setting.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -22,26 +22,81 @@ BACKENDS = ("auto", "onnxruntime", "torch")  # deid_edit.backend; auto: see its 
 ORT_ONLY_DEVICES = ("tensorrt", "coreml", "directml")
 
 
-def _check(ok: bool, flag: str, value: object, allowed: str) -> None:
+# Every command-line flag (by its click parameter name) and the stage setting it sets, as
+# (section, field). One flag, one stage, unless the table says otherwise and why; a flag missing
+# here reaches no stage (``route`` refuses it), and a setting missing here has no flag (its errors
+# name it as a setting of the Python API).
+FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
+    # detect
+    "threshold": (("detect", "threshold"),),
+    "min_face": (("detect", "min_face"),),
+    "max_side": (("detect", "max_side"),),  # --det-size
+    "batch_size": (("detect", "batch_size"),),
+    "coarse_every": (("detect", "coarse_every"),),
+    "threads": (("detect", "threads"),),
+    # two stages: the cloak's networks run where the detector runs (one choice of hardware per run)
+    "device": (("detect", "device"), ("render", "device")),
+    "backend": (("detect", "backend"), ("render", "backend")),
+    # shots, track, identity
+    "cut_list": (("shots", "cut_list"),),  # --shots-from
+    "weak_hits": (("track", "weak_hits"),),
+    "recognizer": (("identity", "recognizer"),),
+    # render
+    "mode": (("render", "mode"),),
+    "shape": (("render", "shape"),),
+    "region": (("render", "region"),),
+    "padding": (("render", "padding"),),
+    "feather": (("render", "feather"),),
+    "color": (("render", "color"),),
+    "blocks": (("render", "blocks"),),
+    "strength": (("render", "strength"),),
+    # encode
+    "codec": (("encode", "codec"),),
+    "crf": (("encode", "crf"),),
+    "preset": (("encode", "preset"),),
+    "force": (("encode", "force"),),
+    "keep_metadata": (("encode", "keep_metadata"),),
+}
+# flags whose click name is not the field's name
+FLAG_SPELLING = {"max_side": "--det-size", "cut_list": "--shots-from"}
+
+
+def flag_for(section: str, name: str) -> str:
+    """How a user sets ``section.name``: its flag, or the dataclass field for settings without one."""
+    for flag, targets in FLAGS.items():
+        if (section, name) in targets:
+            return FLAG_SPELLING.get(flag, "--" + flag.replace("_", "-"))
+    return f"{section}.{name} (Python API setting)"
+
+
+def route(values: dict[str, Any], section: str) -> dict[str, Any]:
+    """The settings of one stage from the flags a user set (``None``: not set, the default applies).
+
+    A name that is no flag of any stage is a programming error (a new flag missing from ``FLAGS``)
+    and raises, so no flag can silently reach nothing or the wrong stage.
+    """
+    unknown = sorted(k for k, v in values.items() if v is not None and k not in FLAGS)
+    if unknown:
+        raise TypeError(f"options {unknown} are not in config.FLAGS; add them there with the stage they set")
+    return {
+        field: values[flag] for flag, targets in FLAGS.items() for sec, field in targets if sec == section and values.get(flag) is not None
+    }
+
+
+def _check(ok: bool, section: str, name: str, value: object, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{flag} {value!r} is not allowed: use {allowed}")
+        raise ConfigError(f"{flag_for(section, name)} {value!r} is not allowed: use {allowed}")
 
 
-def _check_device_backend(device: str, backend: str) -> None:
+def _check_device_backend(section: str, device: str, backend: str) -> None:
     """``--device`` and ``--backend`` each known, and a pair that can work (``backend.resolve_backend``)."""
     base = device.split(":")[0]
-    _check(base in DEVICES_GENERIC, "--device", device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
-    _check(backend in BACKENDS, "--backend", backend, ", ".join(BACKENDS))
+    _check(base in DEVICES_GENERIC, section, "device", device, ", ".join(DEVICES_GENERIC) + " (cuda:N allowed)")
+    _check(backend in BACKENDS, section, "backend", backend, ", ".join(BACKENDS))
     if backend == "onnxruntime":
-        _check(base != "mps", "--device", device, "a device ONNX Runtime has (mps needs --backend torch)")
+        _check(base != "mps", section, "device", device, "a device ONNX Runtime has (mps needs --backend torch)")
     if backend == "torch":
-        _check(base not in ORT_ONLY_DEVICES, "--device", device, "auto, cpu, cuda[:N] or mps with --backend torch")
-
-
-def _from_kwargs(cls: type, values: dict[str, Any]) -> Any:
-    """Build ``cls`` from the subset of ``values`` that names its fields and is not None."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+        _check(base not in ORT_ONLY_DEVICES, section, "device", device, "auto, cpu, cuda[:N] or mps with --backend torch")
 
 
 @dataclass(frozen=True)
@@ -62,13 +117,13 @@ class DetectConfig:
     backend: str = "auto"  # inference engine: onnxruntime, torch (extra deid-edit[torch]) or auto
 
     def __post_init__(self) -> None:
-        _check(0.01 <= self.threshold <= 0.99, "--threshold", self.threshold, "a number in 0.01..0.99")
-        _check(8 <= self.min_face <= 4096, "--min-face", self.min_face, "pixels in 8..4096")
-        _check(128 <= self.max_side <= 8192, "--det-size", self.max_side, "pixels in 128..8192")
-        _check(0 <= self.batch_size <= 256, "--batch-size", self.batch_size, "1..256, or 0 for automatic")
-        _check(self.threads >= 0, "--threads", self.threads, "0 (all cores) or more")
-        _check(self.coarse_every >= -1, "--coarse-every", self.coarse_every, "-1 (automatic), 0 (never) or more frames")
-        _check_device_backend(self.device, self.backend)
+        _check(0.01 <= self.threshold <= 0.99, "detect", "threshold", self.threshold, "a number in 0.01..0.99")
+        _check(8 <= self.min_face <= 4096, "detect", "min_face", self.min_face, "pixels in 8..4096")
+        _check(128 <= self.max_side <= 8192, "detect", "max_side", self.max_side, "pixels in 128..8192")
+        _check(0 <= self.batch_size <= 256, "detect", "batch_size", self.batch_size, "1..256, or 0 for automatic")
+        _check(self.threads >= 0, "detect", "threads", self.threads, "0 (all cores) or more")
+        _check(self.coarse_every >= -1, "detect", "coarse_every", self.coarse_every, "-1 (automatic), 0 (never) or more frames")
+        _check_device_backend("detect", self.device, self.backend)
 
     def detection_scale(self, width: int, height: int) -> float:
         """Scale factor from source to detector input.
@@ -93,8 +148,8 @@ class ShotConfig:
     min_shot_len: int = 8  # frames
 
     def __post_init__(self) -> None:
-        _check(self.adaptive_threshold > 0, "--cut-threshold", self.adaptive_threshold, "a positive number")
-        _check(self.min_shot_len >= 1, "--min-shot", self.min_shot_len, "1 frame or more")
+        _check(self.adaptive_threshold > 0, "shots", "adaptive_threshold", self.adaptive_threshold, "a positive number")
+        _check(self.min_shot_len >= 1, "shots", "min_shot_len", self.min_shot_len, "1 frame or more")
 
 
 @dataclass(frozen=True)
@@ -120,13 +175,14 @@ class TrackConfig:
     hold_edge: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.iou_match < 1.0, "--iou-match", self.iou_match, "a number in 0..1")
-        _check(self.max_gap >= 0, "--max-gap", self.max_gap, "0 or more frames")
-        _check(self.extend >= 0, "--extend", self.extend, "0 or more frames")
-        _check(self.weak_hits >= 0, "--weak-hits", self.weak_hits, "0 (off) or more detections")
+        _check(0.0 < self.iou_match < 1.0, "track", "iou_match", self.iou_match, "a number in 0..1")
+        _check(self.max_gap >= 0, "track", "max_gap", self.max_gap, "0 or more frames")
+        _check(self.extend >= 0, "track", "extend", self.extend, "0 or more frames")
+        _check(self.weak_hits >= 0, "track", "weak_hits", self.weak_hits, "0 (off) or more detections")
         for name in ("hold_cut", "bridge", "hold_edge"):
-            _check(0.0 <= getattr(self, name) <= 10.0, name, getattr(self, name), "seconds in 0..10")
-        _check(0.0 < self.weak_factor <= self.continue_factor <= 1.0, "weak_factor", self.weak_factor, "a factor in 0..continue_factor")
+            _check(0.0 <= getattr(self, name) <= 10.0, "track", name, getattr(self, name), "seconds in 0..10")
+        ok = 0.0 < self.weak_factor <= self.continue_factor <= 1.0
+        _check(ok, "track", "weak_factor", self.weak_factor, "a factor in 0..continue_factor")
 
     @property
     def detect_factor(self) -> float:
@@ -155,17 +211,18 @@ class IdentityConfig:
     recognizer: str = "fast"  # embed.RECOGNIZERS: fast (int8) or exact (float32, verified against dlib)
 
     def __post_init__(self) -> None:
-        _check(self.every >= 1, "--embed-every", self.every, "1 or more frames")
-        _check(0.1 < self.link_threshold < 1.5, "--link-threshold", self.link_threshold, "a distance in 0.1..1.5")
-        _check(self.recognizer in ("fast", "exact"), "--recognizer", self.recognizer, "fast or exact")
+        _check(self.every >= 1, "identity", "every", self.every, "1 or more frames")
+        _check(0.1 < self.link_threshold < 1.5, "identity", "link_threshold", self.link_threshold, "a distance in 0.1..1.5")
+        _check(self.recognizer in ("fast", "exact"), "identity", "recognizer", self.recognizer, "fast or exact")
         _check(
             self.min_identity_face >= 32,
+            "identity",
             "min_identity_face",
             self.min_identity_face,
             "32 pixels or more (smaller faces are not identifiable)",
         )
-        _check(self.linkage in ("complete", "average"), "linkage", self.linkage, "complete or average")
-        _check(self.keep_threshold <= self.only_threshold, "--keep-threshold", self.keep_threshold, "at most the --only threshold")
+        _check(self.linkage in ("complete", "average"), "identity", "linkage", self.linkage, "complete or average")
+        _check(self.keep_threshold <= self.only_threshold, "identity", "keep_threshold", self.keep_threshold, "at most only_threshold")
 
 
 @dataclass(frozen=True)
@@ -196,15 +253,15 @@ class RenderConfig:
         return "face" if self.mode == "cloak" else "head"
 
     def __post_init__(self) -> None:
-        _check(self.mode in MODES, "--mode", self.mode, ", ".join(sorted(MODES)))
-        _check(self.shape in SHAPES, "--shape", self.shape, " or ".join(SHAPES))
-        _check(0.0 <= self.padding <= 2.0, "--padding", self.padding, "a number in 0..2 (fraction of the face size)")
-        _check(0.0 <= self.feather <= 1.0, "--feather", self.feather, "a number in 0..1")
-        _check(len(self.color) == 3 and all(0 <= c <= 255 for c in self.color), "--color", self.color, "R,G,B in 0..255")
-        _check(2 <= self.blocks <= MAX_BLOCKS, "--blocks", self.blocks, f"2..{MAX_BLOCKS} (a finer mosaic can still be recognized)")
-        _check(self.region in (None, "face", "head"), "--region", self.region, "face or head")
-        _check(0.5 <= self.strength <= 4.0, "--strength", self.strength, "0.5..4")
-        _check_device_backend(self.device, self.backend)
+        _check(self.mode in MODES, "render", "mode", self.mode, ", ".join(sorted(MODES)))
+        _check(self.shape in SHAPES, "render", "shape", self.shape, " or ".join(SHAPES))
+        _check(0.0 <= self.padding <= 2.0, "render", "padding", self.padding, "a number in 0..2 (fraction of the face size)")
+        _check(0.0 <= self.feather <= 1.0, "render", "feather", self.feather, "a number in 0..1")
+        _check(len(self.color) == 3 and all(0 <= c <= 255 for c in self.color), "render", "color", self.color, "R,G,B in 0..255")
+        _check(2 <= self.blocks <= MAX_BLOCKS, "render", "blocks", self.blocks, f"2..{MAX_BLOCKS} (a finer mosaic can still be recognized)")
+        _check(self.region in (None, "face", "head"), "render", "region", self.region, "face or head")
+        _check(0.5 <= self.strength <= 4.0, "render", "strength", self.strength, "0.5..4")
+        _check_device_backend("render", self.device, self.backend)
 
 
 @dataclass(frozen=True)
@@ -223,7 +280,7 @@ class EncodeConfig:
 
     def __post_init__(self) -> None:
         if self.crf is not None:
-            _check(0 <= self.crf <= 63, "--crf", self.crf, "0..63 (lower is better quality)")
+            _check(0 <= self.crf <= 63, "encode", "crf", self.crf, "0..63 (lower is better quality)")
 
 
 @dataclass(frozen=True)
@@ -240,20 +297,20 @@ class AnalyzeConfig:
 
     @classmethod
     def from_options(cls, **values: Any) -> AnalyzeConfig:
-        """Build from flat keyword options (CLI flags); unknown or None values are ignored."""
+        """Build from command-line flags (``FLAGS``); None means not set."""
         return cls(
-            detect=_from_kwargs(DetectConfig, values),
-            shots=_from_kwargs(ShotConfig, values),
-            track=_from_kwargs(TrackConfig, values),
-            identity=_from_kwargs(IdentityConfig, values),
+            detect=DetectConfig(**route(values, "detect")),
+            shots=ShotConfig(**route(values, "shots")),
+            track=TrackConfig(**route(values, "track")),
+            identity=IdentityConfig(**route(values, "identity")),
         )
 
 
 def render_config(**values: Any) -> RenderConfig:
-    """A RenderConfig from flat options, None meaning default."""
-    return _from_kwargs(RenderConfig, values)
+    """A RenderConfig from command-line flags (``FLAGS``), None meaning default."""
+    return RenderConfig(**route(values, "render"))
 
 
 def encode_config(**values: Any) -> EncodeConfig:
-    """An EncodeConfig from flat options, None meaning default."""
-    return _from_kwargs(EncodeConfig, values)
+    """An EncodeConfig from command-line flags (``FLAGS``), None meaning default."""
+    return EncodeConfig(**route(values, "encode"))
