@@ -64,11 +64,11 @@ if str(REPO) not in sys.path[:1]:
 
 from deid_edit import analyze, load_plan, save_plan  # noqa: E402
 from deid_edit.config import DetectConfig, RenderConfig  # noqa: E402
-from deid_edit.detect.centerface import CenterFace, nms  # noqa: E402
+from deid_edit.detect.centerface import CenterFace  # noqa: E402
+from deid_edit.geometry import iou_matrix, nms  # noqa: E402
 from deid_edit.io.decode import VideoReader, probe  # noqa: E402
 from deid_edit.plan import Plan  # noqa: E402
 from deid_edit.render.shapes import FULL_ALPHA, covered_mask, padded_box  # noqa: E402
-from deid_edit.track import iou_matrix  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "heads"))
 import heads as headset  # noqa: E402

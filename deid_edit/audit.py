@@ -1,49 +1,13 @@
-"""Audit: prove that an anonymized video no longer shows the faces of its original.
+"""Audit: does an anonymized video still show the faces of its original?
 
-Input: the ORIGINAL video, the ANONYMIZED video made from it (by deid-edit or any other tool), and
-optionally the original's plan (who was meant to be anonymized). Output: an ``AuditReport`` --
-every face-frame whose anonymized crop is still recognisable as the original face, grouped by
-identity with timecodes, the longest run of consecutive leaked frames, and JSON for machines. Next
-stage: the CLI (``deid-edit audit ORIGINAL ANONYMIZED``) prints ``summary()`` or ``to_json()`` and
-exits with ``EXIT_LEAK`` (3) when ``not report.ok``; errors keep their usual exit codes (1, 2).
-
-Why an independent check: the engine's own plan cannot prove the engine right. The audit
-re-detects faces in the original at high recall (full resolution, a low threshold, not the
-analyze pass's detections), cuts the aligned face chip at the same place in both videos (the same
-landmarks, scaled to the anonymized frame's size), embeds both with the face recognition network
-of ``embed`` and flags a face-frame when the two descriptors are closer than the same-person
-distance: a recogniser would still say "same person" there. Hence the sanity properties: an
-untouched copy is flagged in ~100% of face-frames, a well blurred or masked video in none.
-
-Only faces the recogniser can actually recognise are judged. On dark, small or turned faces its
-descriptor says little about identity: a black square, or the chip with the face filled by its
-own mean colour, is then already within the same-person distance of the original (on a dark stage
-clip, a black square "matches" more than half of the faces), so "still matches" would flag any
-mask at all. Each face is therefore also compared with three identity-free references, a black
-chip, its own chip with the detector's face box (as an ellipse) filled by its mean colour, and its
-own chip blurred until no feature is left (``featureless``); when one of them matches, the face
-is counted as unrecognisable, not as compared, and cannot leak. This is not a verdict that those
-faces are safe but the limit of what a recogniser can prove; the report gives their count.
-
-For the same reason a compared face leaks only when its anonymized crop matches the original
-*clearly better than an identity-free face does*: by at least ``NOISE_MARGIN``, the recogniser's
-own frame-to-frame noise (the median change of one untouched face's descriptor between
-consecutive frames: 0.10 on hamilton_stage.mp4, 0.13 on studio_interview_2people.mp4). A crop at
-0.59 from a face whose mean-colour fill is at 0.62 is as anonymous as the fill; the report counts
-such face-frames as "borderline" and lists none of them as leaks. An untouched copy (distance ~0)
-or a light blur that keeps identity (far below its references) is still flagged.
-
-Frames are paired by presentation time (``pts * time_base``), nearest within half a frame of the
-original, not by index, so dropped or duplicated frames and a different frame count do not shift
-the comparison; when the anonymized video starts at another time (a tool that restarts
-timestamps at 0), ``match="auto"`` pairs relative to each video's first frame and says so in the
-report. ``match="index"`` pairs the n-th frames, for tools that re-time a variable-rate input to a
-constant rate. Geometry is mapped by the ratio of the upright frame sizes (outputs padded rather
-than scaled are not supported).
-
-Fails closed: a face of the original whose frame has no partner in the anonymized video is
-"unchecked" and makes the report not ok, as does a leak; with a plan, a detection that matches no
-plan track counts as meant to be anonymized.
+Input: the ORIGINAL, its ANONYMIZED copy (made by any tool) and optionally the original's plan.
+Output: an ``AuditReport`` (leaked face-frames by identity, uncovered heads from ``coverage``,
+identifying metadata; text or JSON); the CLI exits ``EXIT_LEAK`` (3) when it is not ok. Why
+independent of the engine's plan: faces are re-detected at full resolution, frames paired by time,
+and the aligned chip embedded in both videos. A face leaks only when the copy matches the original
+better, by ``NOISE_MARGIN`` (the recognizer's frame-to-frame noise on an untouched face), than
+identity-free stand-ins (black, mean-colour fill, ``featureless``); a face such a stand-in already
+matches cannot be judged. Fails closed: a face whose frame has no partner makes the report not ok.
 """
 
 from __future__ import annotations
@@ -64,12 +28,12 @@ from .coverage import KEPT_DETAIL, HeadCheck, PairCheck, UncoveredHead
 from .detect import FaceDetector, create_detector
 from .embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, align_faces, chip_transform, distance, warp_chip
 from .errors import ConfigError, InputError, ModelError
-from .faces import clock
+from .geometry import greedy_match, iou_matrix
 from .io.decode import VideoReader
 from .io.metadata import findings as metadata_findings
 from .pipeline import analyze
 from .plan import Plan, frac_str
-from .track import greedy_match, iou_matrix
+from .timefmt import clock
 
 log = logging.getLogger(__name__)
 
@@ -633,11 +597,11 @@ def audit(
     if not 0.0 < threshold <= 4.0:
         raise ConfigError(f"--threshold {threshold!r} is not allowed: use an L2 distance in 0..4 (default {SAME_PERSON_L2})")
     if min_face < 1:
-        raise ConfigError(f"--min-face {min_face!r} is not allowed: use 1 pixel or more")
+        raise ConfigError(f"audit min_face {min_face!r} (Python API setting) is not allowed: use 1 pixel or more")
     if match not in MATCH_MODES:
-        raise ConfigError(f"--match {match!r} is not allowed: use {', '.join(MATCH_MODES)}")
+        raise ConfigError(f"audit match {match!r} (Python API setting) is not allowed: use {', '.join(MATCH_MODES)}")
     if not 0.01 <= detect_threshold <= 0.99:
-        raise ConfigError(f"--detect-threshold {detect_threshold!r} is not allowed: use a number in 0.01..0.99")
+        raise ConfigError(f"audit detect_threshold {detect_threshold!r} (Python API setting) is not allowed: use a number in 0.01..0.99")
     orig_reader = VideoReader(original)
     anon_reader = VideoReader(anonymized)
     if plan is not None:

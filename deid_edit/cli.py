@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from . import sidecars
 from ._version import __version__
 from .config import AnalyzeConfig, encode_config, render_config
 from .errors import DeidError
@@ -257,7 +258,6 @@ def _warn_review_mode(mode: str | None) -> None:
 def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
     """Analyze and anonymize VIDEO (or a photo: JPEG, PNG, WebP, TIFF, HEIC) in one go."""
     from .photo import is_photo
-    from .pipeline import default_output
     from .pipeline import run as run_pipeline
 
     selection = _selection(opts)
@@ -267,10 +267,10 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     if is_photo(video):
         if otio_path or save_plan:
             raise click.UsageError("--otio and --save-plan are for videos; a photo is anonymized in one go")
-        _run_photo(video, output or default_output(video), acfg, rcfg, ecfg, selection, progress_kind)
+        _run_photo(video, output or sidecars.default_output(video), acfg, rcfg, ecfg, selection, progress_kind)
         return
     if otio_path:
-        _check_otio(otio_path, ecfg.force, video, output or default_output(video))
+        _check_otio(otio_path, ecfg.force, video, output or sidecars.default_output(video))
     progress = make_progress(progress_kind)
     heard: dict[str, Any] = {}
     out, plan = run_pipeline(
@@ -283,7 +283,7 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
         plan_out=save_plan,
         selection=selection,
         on_selection=lambda p, r: heard.update(plan=p, report=r),
-        reuse_plan=video.with_name(video.name + ".deid.json"),
+        reuse_plan=sidecars.plan_path(video),
     )
     extra = _write_otio(otio_path, video, out, plan, rcfg.mode, save_plan, ecfg.force)
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
@@ -344,7 +344,7 @@ def _tell_kept(
     from .faces import kept_lines, write_kept_sheet
 
     plan, report = heard["plan"], heard["report"]
-    path = write_kept_sheet(video, plan, report.kept_tracks(), out.with_name(out.name + ".kept.png")) if sheet else None
+    path = write_kept_sheet(video, plan, report.kept_tracks(), sidecars.kept_sheet_path(out)) if sheet else None
     lines = kept_lines(plan, report, selection.keep_photos or selection.only_photos)
     if kind == "json":
         extra = {"sheet": str(path)} if path else {}
@@ -395,7 +395,7 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
     from .pipeline import analyze as analyze_pipeline
     from .plan import save_plan
 
-    out = output or video.with_name(video.name + ".deid.json")
+    out = output or sidecars.plan_path(video)
     if out.exists() and not force:
         raise EncodeError(f"{out}: already exists; use --force to overwrite it or choose another name")
     acfg = AnalyzeConfig.from_options(**opts)
@@ -423,15 +423,14 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
 @verbosity_options
 def render(video: Path, plan_path: Path | None, output: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
     """Anonymize VIDEO following a plan made by 'analyze'."""
-    from .pipeline import default_output
     from .pipeline import render as render_pipeline
     from .plan import load_plan
 
     selection = _selection(opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
     _warn_review_mode(rcfg.mode)
-    plan_file = plan_path or video.with_name(video.name + ".deid.json")
-    out = output or default_output(video)
+    plan_file = plan_path or sidecars.plan_path(video)
+    out = output or sidecars.default_output(video)
     if otio_path:
         _check_otio(otio_path, ecfg.force, video, out)
     progress = make_progress(progress_kind)
@@ -558,7 +557,7 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
     from .plan import load_plan
 
     progress = make_progress(progress_kind)
-    default_plan = video.with_name(video.name + ".deid.json")
+    default_plan = sidecars.plan_path(video)
     from .photo import is_photo
 
     if is_photo(video) and not plan_path:  # a photo: its faces as the run would see them
@@ -572,7 +571,7 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
 
             plan = photo_plan(upright, load_photo(upright)[0], AnalyzeConfig())
             sheet, summaries = write_contact_sheet(
-                upright, plan, out_dir or video.with_name(video.stem + ".faces"), per_row=per_row, thumb=thumb
+                upright, plan, out_dir or sidecars.faces_dir(video), per_row=per_row, thumb=thumb
             )
         if progress_kind != "json":
             click.echo(format_table(summaries))
@@ -587,7 +586,7 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
         save_plan(plan, default_plan)  # 'run' and 'render' reuse it: no second analysis
         if progress_kind != "json":
             click.echo(f"plan saved: {default_plan} ('deid-edit run' reuses it; --keep-identity N names its identities)", err=True)
-    sheet, summaries = write_contact_sheet(video, plan, out_dir or video.with_name(video.stem + ".faces"), per_row=per_row, thumb=thumb)
+    sheet, summaries = write_contact_sheet(video, plan, out_dir or sidecars.faces_dir(video), per_row=per_row, thumb=thumb)
     if progress_kind != "json":
         click.echo(format_table(summaries))
     _finish(progress, progress_kind, sheet, faces=len(summaries))
@@ -625,7 +624,7 @@ def audit(
     progress = make_progress(progress_kind)
     plan = load_plan(plan_path) if plan_path else None
     kwargs = {"threshold": threshold} if threshold is not None else {}
-    sheet = sheet or anonymized.with_name(anonymized.name + ".audit.png")
+    sheet = sheet or sidecars.audit_sheet_path(anonymized)
     from .photo import is_photo, photo_metadata, upright_copy
 
     if is_photo(original) and is_photo(anonymized):  # compared as viewers see them (EXIF orientation applied)

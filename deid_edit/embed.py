@@ -1,20 +1,12 @@
 """Face embeddings: RGB images with the detector's 5 landmarks in, 128-d descriptors out (next:
 identities, which links tracks and matches reference photos by descriptor distance).
 
-Two steps, both free of torch and dlib:
-
-* ``align_faces`` cuts a 150x150 chip per face with the similarity transform (rotation, uniform
-  scale, translation) that best maps the 5 CenterFace landmarks onto ``CHIP_TEMPLATE``. The
-  template reproduces the chips dlib's face recognition network was trained on (dlib's
-  ``get_face_chip`` with size 150 and padding 0.25): dlib builds them from its own 5 landmarks
-  (eye corners, nose bottom), which are not CenterFace's (eye centres, nose tip, mouth corners), so
-  the template was fitted where CenterFace's points land in dlib's chips over LFW faces (see
-  ``CHIP_TEMPLATE``).
-* ``FaceEmbedder`` runs ``models/dlib_resnet_v1.onnx``, dlib's ResNet converted by
-  ``deid_edit.convert.dlib_resnet`` (identical descriptors to dlib's on the same chip), on ONNX
-  Runtime or, with ``backend="torch"``, as the native torch module (``deid_edit.backend``). The
-  descriptor is not normalized; two faces are the same person when their L2 distance is below
-  ``SAME_PERSON_L2``.
+``align_faces`` cuts a 150x150 chip per face with the similarity transform that best maps the 5
+CenterFace landmarks onto ``CHIP_TEMPLATE``, fitted so the chips reproduce dlib's ``get_face_chip``
+(size 150, padding 0.25) although dlib aligns by other points. ``FaceEmbedder`` runs dlib's ResNet
+(``convert.dlib_resnet``): the int8 build by default (``fast``) or the float32 one (``exact``), on ONNX
+Runtime or the torch backend. Descriptors are not normalized; two faces are the same person when their
+L2 distance is below ``SAME_PERSON_L2``. No dlib is needed, and torch only on the torch backend.
 """
 
 from __future__ import annotations

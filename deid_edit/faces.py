@@ -1,16 +1,11 @@
 """Who was found: a plan in; per-identity summaries, a printable table and a contact sheet out.
 
-Input: a ``Plan`` (from ``analyze`` or ``load_plan``) and, for the pictures, the video it was made
-from (passed explicitly: a plan that was moved may name a path that no longer exists).
-Output: one ``IdentitySummary`` per identity (screen time, shots, tracks, first appearance as
-timecode, the frames that show the face best), ``format_table`` for the terminal, and
-``write_contact_sheet``: ``contact_sheet.png`` (one row per identity) plus ``identity_<N>.png``
-(its best face, larger). Next stage: the editor chooses who is kept (identity actions in the plan),
-then render.
-
-The best frames are chosen from the plan alone (box size, detector score, landmark symmetry), so
-choosing costs nothing; the pictures need one sequential decode that stops after the last chosen
-frame. Nothing here detects or tracks: the sheet shows exactly what the renderer will act on.
+Input: a ``Plan`` and, for the pictures, the video it was made from (given explicitly: a moved plan
+may name a stale path). Output: one ``IdentitySummary`` per identity (screen time, shots, tracks, first
+appearance, best frames), ``format_table``, and ``write_contact_sheet`` (``contact_sheet.png`` plus
+``identity_<N>.png``). Next: the editor chooses who is kept, then render. Best frames come from the
+plan alone (score, frontality, size, share inside the frame), so the pictures cost one decode that
+stops at the last chosen frame; nothing here detects, so the sheet shows exactly what render acts on.
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ from .io.atomic import write_atomic
 from .io.decode import VideoReader
 from .plan import Plan, region_top
 from .progress import NullProgress, ProgressSink
+from .timefmt import clock, timecode
 from .types import Track, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -42,8 +38,6 @@ THUMB_MARGIN = 0.4  # crop side = box side * (1 + margin): hair, ears and chin h
 LARGE_THUMB = 224  # identity_<N>.png side: big enough to recognise someone, small enough for plugin UIs
 ROWS_PER_PAGE = 200  # 200 rows of 124 px stay under the 32k-pixel height many image viewers accept
 DARK_BELOW, BRIGHT_TARGET, MAX_GAIN = 140.0, 200.0, 4.0  # crops whose 99th luma percentile is below are brightened
-NO_TIME = "--:--:--:--"
-NO_CLOCK = "--:--:--.---"
 
 # BGR, as cv2 writes them
 KEEP_COLOR = (80, 200, 60)
@@ -98,28 +92,6 @@ def frame_duration(video: VideoInfo) -> Fraction:
     if video.duration and video.frame_count:
         return Fraction(video.duration) / video.frame_count
     return Fraction(1, 25)
-
-
-def timecode(frame: int, rate: Fraction | float) -> str:
-    """Non-drop-frame ``HH:MM:SS:FF`` of frame ``frame``, counted at the rounded nominal rate.
-
-    29.97 fps counts 30 frames a second like an NLE's NDF timecode does, so the editor can type it
-    into "go to timecode" and land on this frame.
-    """
-    if frame < 0:
-        return NO_TIME
-    fps = max(1, round(float(rate)))
-    secs, ff = divmod(frame, fps)
-    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}:{ff:02d}"
-
-
-def clock(seconds: Fraction | None) -> str:
-    """``HH:MM:SS.mmm`` of a time in seconds (rounded to the millisecond)."""
-    if seconds is None or seconds < 0:
-        return NO_CLOCK
-    ms = round(Fraction(seconds) * 1000)
-    secs, ms = divmod(ms, 1000)
-    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{ms:03d}"
 
 
 # -- choosing the best frames from the plan ---------------------------------------------------

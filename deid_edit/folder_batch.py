@@ -30,6 +30,7 @@ from .io.encode import OUTPUT_FORMATS
 from .photo import is_photo, run_photo
 from .pipeline import run, selection_references
 from .progress import ProgressSink
+from .sidecars import kept_sheet_path
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def batch(
             kept = ""
             report = heard.get("report")
             if isinstance(report, SelectionReport):
-                write_kept_sheet(path, plan, report.kept_tracks(), target.with_name(target.name + ".kept.png"))
+                write_kept_sheet(path, plan, report.kept_tracks(), kept_sheet_path(target))
                 kept = " ".join(map(str, report.kept_tracks())) or "none"
             return BatchItem(str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.identities), kept=kept)
         except DeidError as exc:

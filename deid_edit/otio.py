@@ -1,19 +1,12 @@
 """OpenTimelineIO hand-off: plans and their anonymized renders in, an NLE timeline out.
 
-Input: one or more plans, each with the video rendered from it (and optionally a ``matte`` render).
-Output: a timeline, ``.otio`` (Resolve: File > Import > Timeline; Kdenlive and other OTIO readers)
-or ``.xml`` (FCP 7 XML through the ``otio-fcp-adapter`` plug-in: Premiere Pro's File > Import). The
-NLE relinks the clips by path and source range. Next stage: the editor's NLE.
-
-Layout, bottom to top: V1 the original (disabled: it is there to compare and re-edit, never to be
-published by accident), V2 the matte when there is one (disabled unless it is the only render), and
-on top the anonymized render, the one enabled picture. The renders keep frame count, every
-timestamp, size and audio of their source, so every layer covers the same frames at the same
-position (``0..frame_count`` at the render's rate, each file from its own start timecode). One
-audio track plays the top render's audio (it is the source's), so nothing live on the timeline
-comes from the original. The top clip gets one marker per identity (red: anonymized, green: kept)
-at its first appearance, and the provenance (source, plan, mode, counts, version, date) under
-``metadata["deid_edit"]``, so the timeline itself records what was hidden and from which file.
+Input: one or more plans, each with its render (and optionally a ``matte`` render). Output: ``.otio``
+(Resolve, Kdenlive, any OTIO reader) or ``.xml`` (FCP 7 XML through ``otio-fcp-adapter``, for
+Premiere Pro); next stage: the editor's NLE, which relinks by path and source range. Layout, bottom
+to top: V1 the original (disabled, so it is never published by accident), V2 the matte when there is
+one, on top the anonymized render, the one enabled picture, with one audio track from the top render.
+Every layer covers the same frames (renders keep the source's frames and timestamps). The top clip
+carries a marker per identity (red anonymized, green kept) and the provenance in ``metadata["deid_edit"]``.
 """
 
 from __future__ import annotations
@@ -35,6 +28,7 @@ from .faces import UNASSIGNED, summarize
 from .io.atomic import write_atomic
 from .io.decode import probe
 from .plan import Plan, frac_str, load_plan
+from .sidecars import default_output, video_of_plan
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +38,6 @@ SUFFIX = ".otio"
 FCP_SUFFIX = ".xml"
 FCP_ADAPTER = "fcp_xml"  # registered by the otio-fcp-adapter package (a dependency)
 FORMATS = {SUFFIX: "otio_json", FCP_SUFFIX: FCP_ADAPTER}  # the timeline's suffix picks its format
-PLAN_SUFFIX = ".deid.json"
 ORIGINAL, ANONYMIZED = "original", "anonymized"  # track names (with MATTE_MODE), bottom to top
 COLORS = {"anonymize": otio.schema.MarkerColor.RED, "keep": otio.schema.MarkerColor.GREEN}
 # Premiere's own marker colour codes in FCP 7 XML (<pproColor>): FCP 7 XML has no marker colour
@@ -476,14 +469,14 @@ def source_of(plan: Plan, plan_path: Path) -> Path:
     with their video when a folder is moved)."""
     recorded = Path(plan.video.path)
     candidates = [recorded, plan_path.parent / recorded.name]
-    if plan_path.name.endswith(PLAN_SUFFIX):
-        candidates.append(plan_path.with_name(plan_path.name[: -len(PLAN_SUFFIX)]))
+    beside = video_of_plan(plan_path)
+    if beside is not None:
+        candidates.append(beside)
     return next((c for c in candidates if c.is_file()), recorded)
 
 
 def sources_from_plans(plan_paths: Sequence[Path], media: Sequence[Path] = (), mattes: Sequence[Path] = ()) -> list[ClipSource]:
     """One ``ClipSource`` per plan; media default to ``VIDEO.anon.EXT`` (what ``run`` writes)."""
-    from .pipeline import default_output
 
     for flag, given in (("--media", media), ("--matte", mattes)):
         if given and len(given) != len(plan_paths):

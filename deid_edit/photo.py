@@ -23,8 +23,8 @@ import numpy as np
 
 from .config import AnalyzeConfig, EncodeConfig, RenderConfig
 from .detect import create_detector
-from .detect.centerface import nms
 from .errors import EncodeError, InputError
+from .geometry import nms
 from .identities import DescriptorSampler, Selection, SelectionReport, build_identities
 from .io.atomic import write_atomic
 from .io.decode import fingerprint

@@ -25,8 +25,8 @@ import numpy as np
 from ._version import __version__
 from .config import AnalyzeConfig, DetectConfig, EncodeConfig, IdentityConfig, RenderConfig
 from .detect import FaceDetector, create_detector
-from .detect.centerface import nms
 from .errors import DeidError, EncodeError, InputError, PlanError
+from .geometry import nms
 from .identities import (
     DescriptorSampler,
     Selection,
@@ -45,6 +45,7 @@ from .render import get_anonymizer
 from .render.planes import apply_yuv420
 from .render.shapes import to_coded
 from .shots import ShotDetector, load_cut_list
+from .sidecars import default_output
 from .smooth import Scene, complete_tracks
 from .track import RawTrack, track_video
 from .types import Frame, FrameDetections, Shot, Track
@@ -268,11 +269,6 @@ def check_output(video: Path, output: Path, force: bool) -> Path:
     if not os.access(parent, os.W_OK):
         raise EncodeError(f"{output}: folder {parent} is not writable; choose a writable location")
     return output
-
-
-def default_output(video: Path) -> Path:
-    """``clip.mp4`` -> ``clip.anon.mp4`` beside the input."""
-    return video.with_name(f"{video.stem}.anon{video.suffix}")
 
 
 def selection_references(selection: Selection | None, recognizer: str = "fast") -> np.ndarray | None:

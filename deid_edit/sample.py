@@ -1,18 +1,11 @@
 """Generated sample clips with known faces, for tests and demos.
 
-Input: two public-domain portrait photos that ship inside PyPI packages (matplotlib's
-``grace_hopper.jpg`` and scikit-image's ``astronaut.png``; install them with
-``pip install 'deid-edit[demo]'``). Output: a short video file written with PyAV (two shots
-separated by a hard cut, a smoothly moving camera, optionally variable frame rate and a 440 Hz
-AAC tone) and a ``SampleTruth`` that says exactly what was written: size, every frame's pts and
-the ground-truth face box of every frame.
-
-Real photographic faces are used instead of drawn ones because the detectors must actually find
-them; the truth is computed from the same transform that renders the frames, so tests can score
-detection, tracking and shot detection without hand labelling. Everything is deterministic for
-the same arguments (seeded background, fixed encoder threads), so a test failure reproduces.
-
-Run ``python -m deid_edit.sample OUT.mp4`` to write the default demo clip.
+Input: two public-domain portraits shipped in PyPI packages (matplotlib's ``grace_hopper.jpg``,
+scikit-image's ``astronaut.png``; ``pip install 'deid-edit[demo]'``). Output: a short video (two shots
+split by a hard cut, a moving camera, optionally variable frame rate and a 440 Hz AAC tone) and a
+``SampleTruth`` (size, every frame's pts and true face box); next: tests score detection, tracking and
+shot detection against it. Why real faces: the detector must actually find them. Deterministic for
+the same arguments, so a failure reproduces. ``python -m deid_edit.sample OUT.mp4`` writes the demo clip.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from scenedetect.common import FrameTimecode
 
 from .config import ShotConfig
 from .errors import InputError
+from .timefmt import parse_timecode
 from .types import Shot
 
 SHOT_WIDTH = 256
@@ -78,32 +79,13 @@ def shots_from_cuts(cuts: list[int], frame_count: int) -> list[Shot]:
 
 
 # -- cut lists from an editor (--shots-from) --------------------------------------------------
-def _timecode_to_frame(text: str, fps: Fraction) -> int:
-    """'123' (frames), '12.5s' / '12.5' with a dot (seconds), 'HH:MM:SS:FF' or 'HH:MM:SS.mmm'."""
-    t = text.strip()
-    if re.fullmatch(r"\d+", t):
-        return int(t)
-    if re.fullmatch(r"\d+(\.\d+)?s?", t):
-        return int(round(Fraction(t.rstrip("s")) * fps))
-    m = re.fullmatch(r"(\d+):(\d+):(\d+)[:;](\d+)", t)
-    if m:
-        h, mi, s, f = (int(x) for x in m.groups())
-        nominal = round(fps)
-        return int(round((h * 3600 + mi * 60 + s) * nominal + f)) if nominal else 0
-    m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", t)
-    if m:
-        h, mi, s = m.groups()
-        return int(round((int(h) * 3600 + int(mi) * 60 + Fraction(s)) * fps))
-    raise ValueError(f"cannot read {text!r} as a frame number or timecode")
-
-
 def _cuts_from_edl(text: str, fps: Fraction) -> list[int]:
     """CMX3600: each event's record-in, relative to the first event's record-in."""
     tc = r"(\d\d:\d\d:\d\d[:;]\d\d)"
     events = re.findall(rf"^\s*\d+\s+\S+\s+\S+\s+\S+\s+{tc}\s+{tc}\s+{tc}\s+{tc}", text, flags=re.M)
     if not events:
         raise ValueError("no CMX3600 events found")
-    starts = sorted(_timecode_to_frame(e[2], fps) for e in events)
+    starts = sorted(parse_timecode(e[2], fps) for e in events)
     return [s - starts[0] for s in starts]
 
 
@@ -146,7 +128,7 @@ def load_cut_list(path: str | os.PathLike[str], fps: Fraction, frame_count: int)
                 if not row or not row[0].strip() or row[0].strip().startswith("#"):
                     continue
                 try:
-                    cuts.append(_timecode_to_frame(row[0], fps))
+                    cuts.append(parse_timecode(row[0], fps))
                 except ValueError:
                     if n == 0:
                         continue  # header

@@ -1,16 +1,11 @@
 """Temporal completion: raw tracks in, contiguous ``Track`` objects out (next: identities, plan).
 
-Missed frames inside a track are interpolated; each track is extended a few frames before its
-first and after its last detection (faces entering the frame and motion blur at cuts are the
-classic leaks), clipped to its shot. Where a track ends the face is often still in the picture
-(``plan_ends``): the detector lost a profile, a face cut by the frame edge or a motion-blurred head
-swinging into the cut. So a track that ends near a cut is held up to the cut (and one that starts
-near a cut is taken back to it); one that ends where another track starts soon after, at the same
-place, is carried over the gap to it; one that ends at a frame edge or heading for one follows its
-motion until the head around its box has left the picture. Such samples are ``observed=False`` and carry a margin that
-grows with the distance to the nearest observation: when unsure, masks grow. Box centres and sizes
-are smoothed in both directions, and the result always contains the raw detected box, so smoothing
-never uncovers a face pixel. Landmarks are smoothed the same way (they place the cloak, not masks).
+Gaps inside a track are interpolated and each track is extended a few frames at both ends, within its
+shot. Where a track ends the face is often still in the picture (``plan_ends``): the track is held to
+a nearby cut, carried over a gap to a track that starts at the same place, or follows its motion until
+its head has left the picture. Such samples are ``observed=False`` with a margin that grows with the
+distance to the nearest detection: when unsure, masks grow. Boxes and landmarks are smoothed in both
+directions; a smoothed box always contains the detected one, so smoothing never uncovers a face pixel.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import TrackConfig
+from .geometry import greedy_match, iou_matrix
 from .types import FrameDetections, Shot, in_face_order
 
 
@@ -48,39 +49,6 @@ class RawTrack:
 
     def predict(self, frame: int) -> np.ndarray:
         return self.boxes[-1] + self.velocity * (frame - self.frames[-1])
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes (A, 4) x (B, 4)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)).astype(np.float32)
-
-
-def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (row, col) by descending IoU, each used once, IoU >= threshold."""
-    pairs: list[tuple[int, int]] = []
-    if iou.size == 0:
-        return pairs
-    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
-    used_r: set[int] = set()
-    used_c: set[int] = set()
-    for r, c in order:
-        if iou[r, c] < threshold:
-            break
-        if r in used_r or c in used_c:
-            continue
-        used_r.add(int(r))
-        used_c.add(int(c))
-        pairs.append((int(r), int(c)))
-    return pairs
 
 
 def face_ordered(landmarks: Sequence[np.ndarray | None]) -> float:

@@ -14,7 +14,15 @@ PACKAGE = ROOT / "deid_edit"
 # Bottom to top: a module may import only from its own layer or below. Within a layer imports must
 # not form a circle (checked separately). The first matching prefix names a module's layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("deid_edit._version", "deid_edit.errors", "deid_edit.types", "deid_edit.progress"),
+    (
+        "deid_edit._version",
+        "deid_edit.errors",
+        "deid_edit.types",
+        "deid_edit.progress",
+        "deid_edit.geometry",
+        "deid_edit.timefmt",
+        "deid_edit.sidecars",
+    ),
     ("deid_edit.models", "deid_edit.config", "deid_edit.io", "deid_edit.nets"),
     ("deid_edit.backend",),
     ("deid_edit.detect", "deid_edit.embed", "deid_edit.shots", "deid_edit.track", "deid_edit.smooth", "deid_edit.plan"),

@@ -42,11 +42,11 @@ if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
 from deid_edit.config import RenderConfig  # noqa: E402
+from deid_edit.geometry import iou_matrix  # noqa: E402
 from deid_edit.io.decode import VideoReader  # noqa: E402
 from deid_edit.models import sha256_of  # noqa: E402
 from deid_edit.plan import Plan, load_plan  # noqa: E402
 from deid_edit.render.shapes import covered_mask  # noqa: E402
-from deid_edit.track import iou_matrix  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FOOTAGE = REPO.parent / "shared" / "footage"
@@ -249,7 +249,8 @@ def cmd_propose(args: argparse.Namespace) -> None:
     """Start a clip's label file: the frames to label, each with proposed boxes (CenterFace at full
     resolution down to a low score, and the detected boxes of the plan's confident tracks) for a person to check, correct,
     delete or add to. Proposals carry ``"kind": "proposed"`` until someone has looked at them."""
-    from deid_edit.detect.centerface import CenterFace, nms
+    from deid_edit.detect.centerface import CenterFace
+    from deid_edit.geometry import nms
 
     clip = resolve(args.clip)
     plan = load_plan(args.plan)

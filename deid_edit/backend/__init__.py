@@ -1,47 +1,13 @@
-"""Inference backends: one interface, two engines, for every network the engine runs.
+"""Inference backends: one interface (``InferenceModel.run``) for every network, on two engines.
 
-Input: a model name from ``models/manifest.json`` (``centerface``, ``dlib_resnet_v1``, ``cloak``...)
-and optionally the file to load for it instead of the manifest's (``path``: the cloak generator
-under ``DEID_EDIT_CLOAK_MODEL``), a backend (``auto``, ``onnxruntime``, ``torch``) and a device
-(``auto``, ``cpu``, ``cuda[:N]``, ``mps``, ``tensorrt``, ``coreml``, ``directml``). Output: an
-``InferenceModel`` whose ``run(*inputs)`` maps the model's float32 batch-first inputs, in the
-graph's input order (one NCHW blob for the detector and the recognizer; chips and descriptors for
-the cloak generator), to its outputs as numpy arrays (next stage: the detector's or the embedder's
-decoding, the cloak's paste-back). Callers never see sessions, modules or devices.
-
-* ``onnxruntime`` (the default and the only one in the base install): the ``.onnx`` file run by an
-  ONNX Runtime session from ``backend.ort.make_session``, which picks the execution provider
-  (TensorRT, CUDA, CoreML, DirectML, CPU) from what the installed build has.
-* ``torch`` (extra ``deid-edit[torch]``): the same ``.onnx`` files run by PyTorch on CUDA, MPS or
-  the CPU (``backend.torch_backend``): the detector converted by onnx2torch, the recognizer and the
-  cloak generator as their native torch modules with the files' weights. It exists because the
-  common GPU machine has a CUDA PyTorch but not ``onnxruntime-gpu``, whose CUDA/cuDNN pins often
-  clash with torch's. torch is imported only when this backend is used.
-
-Every network runs on both: the detector and the recognizer for the analyze pass
-(``DetectConfig``), the cloak generator and its recognizer for ``--mode cloak`` (``RenderConfig``'s
-``device``/``backend``, the same flags). tests/test_backends.py holds the two to the same
-detections, descriptors and cloak images within stated tolerances on the CPU.
-
-How ``auto`` decides (``resolve_backend``), without importing torch on a machine that cannot use it:
-
-1. ``--device cpu``, ``tensorrt``, ``coreml`` or ``directml`` -> onnxruntime (ORT is the faster CPU
-   engine here; the other three are ORT providers). ``--device mps`` -> torch (ORT has no MPS).
-2. ``--device auto``/``cuda[:N]``: the installed ONNX Runtime has a CUDA or TensorRT provider ->
-   onnxruntime.
-3. Otherwise torch, but only if ``torch`` and ``onnx2torch`` are installed (``find_spec``, no
-   import), an NVIDIA driver is visible (``/proc/driver/nvidia/version``, ``/dev/nvidia0`` or
-   ``nvidia-smi`` on PATH), and then, after importing torch, ``torch.cuda.is_available()``.
-4. Else onnxruntime (on the CPU, for ``auto``).
-
-Throughput on a GPU, what exists: the analyze pass detects in batches of frames
-(``DetectConfig.batch_size``; 0 = 2 on an ONNX Runtime CPU session, 16 otherwise, which includes the
-torch backend on any device) while ``io.decode.VideoReader`` decodes the next frames in its own
-thread, so decode overlaps inference. The torch backend runs under ``torch.inference_mode()``,
-uploads through reused pinned host buffers (one per input) with ``non_blocking=True`` on CUDA, and can run under
-fp16 autocast (``fp16=True``; off by default because it changes scores and descriptors). A CUDA
-out-of-memory error halves the batch (of every input together) and retries, and at batch 1 moves the model to the CPU with a
-warning: a long file is never lost to a memory spike mid-way.
+Input: a manifest model name (or a file), a backend (``auto``, ``onnxruntime``, ``torch``) and a
+device. Output: an ``InferenceModel`` mapping float32 batch-first inputs to numpy outputs (next: the
+detector's, embedder's or cloak's decoding). ``onnxruntime`` (base install) runs the ``.onnx`` files;
+``torch`` (``torch_backend``, ``[torch]`` extra) runs the same files where a CUDA PyTorch exists but
+``onnxruntime-gpu`` does not. How ``auto`` decides (``resolve_backend``): ORT for ``cpu`` and ORT-only
+providers, torch for ``mps``; else ORT when it has CUDA/TensorRT; else torch when torch and onnx2torch
+are installed, an NVIDIA driver is visible and CUDA works; else ORT on the CPU. torch is imported only
+after those cheap checks pass.
 """
 
 from __future__ import annotations

@@ -1,37 +1,12 @@
 """The PyTorch backend: the shipped ``.onnx`` models run by torch on CUDA, MPS or the CPU.
 
-Input: a model name, its ``.onnx`` file (the manifest's, or one given by path such as the cloak
-generator under ``DEID_EDIT_CLOAK_MODEL``) and a device. Output: a ``TorchModel``
-(``backend.InferenceModel``). Imported only when the torch backend is chosen; needs the ``torch``
-extra.
-
-How each network becomes a torch module (``load_module``), chosen per model:
-
-* the detector (``centerface.onnx``, opset 9, dynamic ``[B,3,H,W]``) is converted at load time by
-  ``onnx2torch`` (0.1 s). onnx2torch imports torchvision at import time only for its NMS and
-  RoIAlign converters, which none of our graphs use; when torchvision is missing a stub stands in
-  while onnx2torch is imported, so the extra does not drag in a torchvision that must match the
-  installed torch build exactly (pip would otherwise replace a CUDA torch with another one).
-* the recognizer (``dlib_resnet_v1.onnx``, opset 18) is the native ``DlibResNet`` module of
-  ``nets.dlib_resnet`` with its weights and conv geometry read from the ONNX initializers and
-  nodes (their names are that module's ``state_dict`` keys, since the ONNX was exported from it).
-  onnx2torch cannot convert it (no converter for opset-18 ``Pad``), and the native module is the
-  network the export was verified from, so nothing is approximated; face_recognition_models and
-  dlib are not needed.
-* the int8 recognizer (``dlib_resnet_v1_int8``) has no torch form; ``embed.FaceEmbedder`` runs the
-  float32 network instead on this backend (the int8 build exists to be fast on CPUs).
-* the cloak generator (``cloak``, the file ``generator.export`` writes) is the native
-  ``nets.cloak.CloakGenerator``: its ``GeneratorConfig`` from the file's ``deid_edit.cloak``
-  metadata, its weights from the graph initializers, which the dynamo exporter names by the
-  module's ``state_dict`` keys (``inc.0.weight``, ``cond.0.weight``...; its own constants are
-  ``val_N``). The load is strict: a file without that metadata, or whose initializers are missing
-  a key or have another shape (another architecture, a foreign graph), is a ``ModelError`` naming
-  the file. Both outputs (``cloaked``, ``mask``) match ONNX Runtime's within 1e-3 grey levels and
-  1e-5 of mask on the CPU (tests/test_backends.py).
-
-``TorchModel.run(*inputs)`` takes every input of the network batch first (the generator's chips
-and descriptors) and splits them into the same chunks, so the out-of-memory halving works for
-several inputs as for one.
+Input: a model name, its ``.onnx`` file and a device. Output: a ``TorchModel``
+(``backend.InferenceModel``; next: the caller's decoding). Imported only when this backend is chosen
+(``[torch]`` extra). How each network is made (``load_module``): the detector converted by onnx2torch
+at load (torchvision stubbed during that import when absent, so the extra never pulls in a torchvision
+that must match the installed torch); the recognizer and the cloak generator as their native modules
+(``deid_edit.nets``) with the file's weights, loaded strictly (a missing key or another shape is a
+``ModelError``); the int8 recognizer has no torch form (``embed`` runs the float32 one instead).
 """
 
 from __future__ import annotations

@@ -1,37 +1,12 @@
 """Convert dlib's face recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``) to ONNX.
 
-Input: the ``.dat`` file from the PyPI package ``face_recognition_models`` (dlib's model, released
-into the public domain by Davis King). Output: ``models/dlib_resnet_v1.onnx``, float32
-``[B, 3, 150, 150]`` RGB 0..255 in, the unnormalized 128-d descriptor ``[B, 128]`` out, for
-``deid_edit.embed`` (which needs neither torch nor dlib).
-
-Why a converter of our own: dlib is a C++ library that is awkward to install everywhere and runs
-only on the CPU here; ONNX Runtime runs the same network on every provider the product supports.
-The ``.dat`` is read with numpy alone (dlib's serialization is simple and documented below), the
-network is rebuilt in PyTorch from dlib's ``anet_type`` (the file holds weights, not topology),
-checked against dlib itself, and exported.
-
-dlib's serialization, as far as this file uses it:
-
-* integers: a control byte (low nibble = number of magnitude bytes, bit 0x80 = negative), then the
-  magnitude little-endian; ``bool`` is one ASCII byte ``'0'``/``'1'``; strings are an integer length
-  then the bytes; floating scalars are an integer mantissa and an integer exponent (m * 2**e);
-* a tensor is version 2, four integer dims (n, k, nr, nc), then raw little-endian float32; an
-  ``alias_tensor`` (a view into a layer's flat parameter tensor) is version 1 and four dims;
-* the network is written outermost first but each wrapper writes its version and then its
-  subnetwork before its own layer, so the file reads: the loss layer, all wrapper versions, the
-  input layer, then one record per computational layer from the input side (the first 7x7 conv) to
-  the output side (the fc), each followed by the wrapper's bookkeeping (three bools, three tensors
-  that are empty in a trained file, and for the innermost wrapper the sample expansion factor).
-  Tag and skip wrappers (the residual wiring) write only their version.
-
-It also fits ``deid_edit.embed.CHIP_TEMPLATE``, the alignment that reproduces dlib's chips from
-CenterFace's landmarks (``--fit-template``, see ``fit_chip_template``).
-
-Usage:  pip install -e '.[convert]'
-        python -m deid_edit.convert.dlib_resnet models/dlib_resnet_v1.onnx --faces ../shared/faces/lfw/lfw_deepfunneled --count 64
-        python -m deid_edit.convert.dlib_resnet --fit-template ../shared/faces/lfw/lfw_deepfunneled \
-            --exclude ../shared/faces/lfw/pairs.txt --count 2000
+Input: the ``.dat`` file of the PyPI package ``face_recognition_models`` (public domain). Output:
+``models/dlib_resnet_v1.onnx`` (RGB 0..255 ``[B, 3, 150, 150]`` in, unnormalized 128-d descriptor
+out) for ``deid_edit.embed`` (next stage), which then needs neither torch nor dlib. Why: ONNX Runtime
+runs it on every provider the product supports; the ``.dat`` is read with numpy alone, the network
+rebuilt in PyTorch (``nets.dlib_resnet``), checked against dlib itself and exported. ``--fit-template``
+fits ``embed.CHIP_TEMPLATE`` instead. Usage (``pip install -e '.[convert]'``): ``python -m
+deid_edit.convert.dlib_resnet models/dlib_resnet_v1.onnx --faces DIR [--count N]``.
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
 """Make ``models/dlib_resnet_v1_int8.onnx``: the face recognizer quantized to 8 bits for speed.
 
-Why: the float32 network (``dlib_resnet_v1.onnx``, 0.27 GMAC per face) runs at ~3.8 ms per face on
-one core of this project's CPUs (AVX2, no AVX-512), close to what float32 arithmetic allows there;
-the engine embeds every sampled face of every track, so that cost is paid thousands of times per
-video. ONNX Runtime's static int8 quantization (QDQ format, per-channel int8 weights, uint8
-activations calibrated on real face chips) runs the same network at ~1.5 ms per face with LFW
-accuracy unchanged within noise (benchmarks/lfw.py --recognizer fast|exact).
-
-The float32 model stays the exact one: it is what is verified against dlib (cosine >= 0.9999) and
-what ``deid-edit audit`` uses by default. The int8 one is the default for analysis
-(``--recognizer fast``); its descriptors differ from the float32 ones by a mean L2 of ~0.03 (the
-same-person threshold is 0.6), printed by this script on held-out chips.
-
-Calibration chips are made exactly as the product makes them (CenterFace landmarks,
-``embed.align_faces``) from LFW photos that are NOT in the 6,000 benchmark pairs, chosen with a
-fixed seed, so the output is reproducible and the LFW benchmark does not see its calibration data.
-
-Usage:  pip install -e '.[convert]'
-        python -m deid_edit.convert.quantize models/dlib_resnet_v1_int8.onnx \
-            --faces ../shared/faces/lfw/lfw_deepfunneled --exclude ../shared/faces/lfw/pairs.txt
+Input: ``models/dlib_resnet_v1.onnx`` and a folder of LFW photos. Output: the int8 model, the analysis
+default (``--recognizer fast``; next: ``embed``). Why: analysis embeds every sampled face of every
+track, and the float32 network already runs near the CPU's float32 peak; ONNX Runtime's static QDQ
+quantization (per-channel int8 weights, uint8 activations) is much faster with LFW accuracy unchanged
+within noise (speed and agreement: models/README.md). The float32 model stays the exact one (verified
+against dlib, used by ``deid-edit audit``). Calibration chips are made as the product makes them,
+from LFW photos outside the benchmark pairs, with a fixed seed (reproducible). Usage:
+``python -m deid_edit.convert.quantize OUT.onnx --faces DIR --exclude pairs.txt``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import DetectConfig
+from ..config import DetectConfig, flag_for
 from ..errors import ConfigError
 from ..types import FrameDetections
 
@@ -43,5 +43,5 @@ def create_detector(cfg: DetectConfig) -> FaceDetector:
     """Instantiate the configured detector on the configured device."""
     registry = _registry()
     if cfg.model not in registry:
-        raise ConfigError(f"--detector {cfg.model!r} is unknown; use {', '.join(sorted(registry))}")
+        raise ConfigError(f"{flag_for('detect', 'model')} {cfg.model!r} is unknown; use {', '.join(sorted(registry))}")
     return registry[cfg.model](device=cfg.device, threads=cfg.threads, backend=cfg.backend)

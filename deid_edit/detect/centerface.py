@@ -13,28 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..backend import load_model
+from ..geometry import nms
 from ..types import FrameDetections
 
 NMS_IOU = 0.3
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best score first."""
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
-        order = rest[overlap < iou]
-    return np.asarray(keep, dtype=np.int64)
 
 
 class CenterFace:

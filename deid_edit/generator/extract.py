@@ -1,26 +1,13 @@
 """Training data for the cloak: photos and videos in, a folder of aligned face chips out (next:
 ``train`` reads it).
 
-``extract_faces`` finds faces with the engine's own detector and cuts them with the engine's own
-alignment (``deid_edit.embed.align_faces``, dlib's 150x150 chip geometry), so the generator learns
-on exactly the chips the renderer will hand it. It writes::
-
-    DIR/chips/000000.png ...   150x150 RGB chips
-    DIR/index.jsonl            one object per chip: chip, source, frame, identity, score, box,
-                               landmarks (5x2, chip pixels)
-    DIR/held_out.json          who was kept out of the data and by which rule
-
-Held-out people (never trained on, so evaluations on them are honest):
-
-* LFW people (a file ``NAME/NAME_0001.jpg`` has identity ``NAME``) with at least two photos whose
-  name hashes into ``HOLDOUT_PERCENT`` percent of the hash space (``lfw_held_out``): a seeded
-  10% that does not depend on which other folders are extracted, so every run and every machine
-  agrees on the list;
-* everyone in the ``holdout_people`` folders (for this project ``../shared/faces/people``): those
-  files are never read as sources, and any extracted face within ``SAME_PERSON_L2`` of a face in
-  them is dropped, which also catches the same people in other photos or videos.
-
-No torch here: extraction runs with the inference dependencies alone.
+``extract_faces`` finds faces with the engine's own detector and cuts them with its own alignment
+(``embed.align_faces``, 150x150), so the generator learns on exactly the chips the renderer hands it.
+It writes ``DIR/chips/*.png``, ``DIR/index.jsonl`` (per chip: source, frame, identity, score, box,
+landmarks) and ``DIR/held_out.json``. Held out, so evaluations are honest: a seeded
+``HOLDOUT_PERCENT`` of LFW people with 2+ photos (by name hash, the same on every machine) and
+everyone in the ``holdout_people`` folders, also dropped by descriptor from every other source.
+No torch here.
 """
 
 from __future__ import annotations

@@ -1,29 +1,12 @@
 """What an output may say about where, when, with what and by whom it was filmed.
 
-A journalist who hides a source's face and publishes the filming location (a phone's GPS in the
-container's ``location`` tag), the device, its serial number or the date has not protected the
-source. By default the writer (``encode.VideoWriter``) therefore copies from the source only what
-playback and editing need:
-
-* the picture's geometry and colour: rotation (display matrix), sample aspect ratio, colour tags
-  (codec parameters, not tags);
-* per stream the ``language`` tag (which audio is which);
-* the video's start ``timecode``: editors conform and relink by it, and the OTIO hand-off places
-  the render with it. It can be the time of day of the recording (free-run timecode), so the run
-  summary names it when one is kept.
-
-Everything else is left behind: container and stream tags (location, ISO 6709 keys, make, model,
-serial numbers, software, ``com.apple.quicktime.*``, ``com.android.*``, XMP, title, artist,
-comment, description, creation and encoding dates, handler names), chapters (their titles can name
-people and places), attachments, data and timed-metadata streams (Apple ``mebx``, GoPro GPMF,
-telemetry) and subtitle streams (drones write GPS lines as subtitles; ordinary subtitles can name
-people; they are listed in the summary so an editor can add them back knowingly).
-``--keep-metadata`` copies everything the output container accepts, as a plain remux would.
-
-``removed_by_default`` lists what the default drops from a given input (the plan records it);
-``findings`` lists what an output still carries outside this policy (``deid-edit audit`` fails on
-any). FFmpeg's own muxer entries (brands, the ``encoder`` name, default handler names, Matroska
-durations) describe the file, not the source, and are not findings.
+Input: a source or output file. Output: the policy ``encode.VideoWriter`` follows (next stage),
+``removed_by_default`` (what the default drops from an input; the plan records it) and ``findings``
+(what an output still carries outside the policy; ``deid-edit audit`` fails on any). Why: a hidden
+face does not protect a source whose GPS, device or date travel in the file. Kept by default: picture
+geometry and colour, each stream's ``language``, the video's start ``timecode`` (editors need it; the
+summary names it). Everything else (tags, chapters, attachments, data, timed-metadata and subtitle
+streams) is left behind unless ``--keep-metadata``. FFmpeg's own muxer entries are not findings.
 """
 
 from __future__ import annotations

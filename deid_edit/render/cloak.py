@@ -1,51 +1,13 @@
-"""The cloak anonymizer: each face replaced by a learned, natural-looking face of someone else.
+"""The cloak anonymizer (``--mode cloak``): each face redrawn by the learned generator as someone else.
 
-Input: an RGB frame (or the RGB crop ``render.planes`` cuts around a group of regions) and its
-``FaceRegion`` list (smoothed landmarks, track ids). Output: the frame with every face cloaked, in
-place (next: encode). The generator is ``models/cloak.onnx`` (``deid_edit.generator``), run with
-the engine's recognizer on the backend and device RenderConfig names (``--backend``/``--device``,
-``auto`` resolved as for the analyze pass by ``backend.resolve_backend``): ONNX Runtime, or PyTorch
-running the native ``CloakGenerator`` with the file's weights (``backend.torch_backend``). The two
-agree within 1 grey level on the rendered frame (tests/test_backends.py). Nothing here imports
-torch; the torch backend does, when chosen.
-
-Per frame:
-
-1. Faces narrower than ``MIN_CLOAK_FACE_PX`` (the generator would see a blown-up smudge and its
-   output a smudge; no recognizer can be fooled *or* matched there), regions whose track already
-   failed verification (4.) and, when the model cannot be used at all, every face fall back to the
-   ``blur`` anonymizer: a face is never left uncovered because the cloak cannot handle it.
-2. The rest are aligned from their smoothed landmarks onto the recognizer's 150x150 chip
-   (``embed.chip_transform``/``warp_chip``; landmarks estimated from the box when a region has
-   none), embedded by the engine's recognizer, and the chip resized to the generator's 128.
-   The descriptor fed to the generator is an exponential moving average over the track's frames
-   (``DESCRIPTOR_EMA``): the raw descriptor jitters a little from frame to frame and the generator
-   would turn that jitter into flicker of the new identity.
-3. The generator returns the cloaked chip ``m*z + (1-m)*x`` and its mask ``m``. Colour at the seam:
-   the mean colour of the generated face ``z`` on a ring just inside the mask edge is matched to
-   the original's there by a per-channel gain (smoothed per track too), so the new face does not
-   sit on the old skin as a patch of another tone.
-4. Verification (on unless ``DEID_EDIT_CLOAK_VERIFY=0``): after the paste (5.) the face is cut
-   out of the written frame again at the same alignment and embedded; a face the recognizer still
-   matches to its own original (L2 below ``SAME_PERSON_L2`` plus ``VERIFY_MARGIN``, for the
-   fast/exact recognizer gap) is blurred instead, and so is the rest of its track (sticky, so a
-   face does not flicker between cloak and blur; the frame's pastes are undone first). Privacy
-   fails closed: the cloak is trusted only where it measurably removed the identity. Costs one
-   more recognizer run per face.
-5. Paste back: the cloaked chip and its mask are warped back through the inverse affine; the alpha
-   is the generator's mask, scaled up (``MASK_GAIN``) so the edit shows at full strength wherever
-   the generator edits at all, slightly blurred in chip space (a feather that scales with the
-   face), faded out at the chip's border, and cut by the region's own feathered shape, so pixels
-   outside the region's mask stay bit-exact as in every other mode.
-
-Where the generator's mask is weak (hair, ears, background inside the region) the original pixels
-stay: that is the method (Gafni et al. change the identity-bearing inner face and keep everything
-else). Identity removal there is the recognizer's verdict of step 4, not a painted-over area.
-
-Faces are batched per call (all faces of one frame, or of one group of overlapping regions on the
-YUV path); ``BATCH`` bounds a batch (the torch backend halves it further on a GPU out of memory).
-The model file is the constructor's ``model``, else the path in ``DEID_EDIT_CLOAK_MODEL``, else
-the manifest's ``cloak`` entry (``models/cloak.onnx``).
+Input: an RGB frame (or a ``render.planes`` crop) and its ``FaceRegion`` list. Output: the frame,
+cloaked in place (next: encode). Per frame: (1) weak tracks, faces under ``MIN_CLOAK_FACE_PX`` and
+tracks that failed (4) are blurred; (2) the rest are aligned on the recognizer's chip and embedded,
+the descriptor averaged per track (``DESCRIPTOR_EMA``: no identity flicker); (3) the generator
+(``models/cloak.onnx``, or ``DEID_EDIT_CLOAK_MODEL``; ONNX Runtime or torch) redraws the chip, seam
+colour matched per track; (4) the written face is embedded again and, while the recognizer still
+knows it, blurred with the rest of its track (privacy fails closed); (5) the chip is pasted back
+through the inverse warp, alpha = the generator's mask (gained, feathered) cut by the region's mask.
 """
 
 from __future__ import annotations
