@@ -3,7 +3,7 @@
 ``ProgressSink.update(stage, done, total)`` is all the core calls. ``JsonProgress`` is the plugin
 contract: one JSON object per line on stdout, ``{"stage": "detect", "done": 120, "total": 2400}``,
 and at the end ``{"stage": "done", "output": "..."}`` (or ``"error"``). The tqdm bar lives in
-cli.py, the only module importing tqdm.
+``deid_edit.cli``, the only package importing tqdm.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RUNTIME = (
     "deid_edit.nets", "deid_edit.backend", "deid_edit.detect", "deid_edit.embed", "deid_edit.render", "deid_edit.pipeline",
     "deid_edit.photo", "deid_edit.folder_batch", "deid_edit.faces", "deid_edit.audit", "deid_edit.otio", "deid_edit.identities",
+    "deid_edit.cli.common", "deid_edit.cli.product",
 )  # fmt: skip
 OFFLINE = ("deid_edit.generator", "deid_edit.convert")
 
