@@ -232,5 +232,3 @@ def _warn_review_mode(mode: str | None) -> None:
             f"deid-edit: WARNING: --mode {mode} leaves every face visible (boxes drawn for review); do not publish its output",
             err=True,
         )
-
-

@@ -364,9 +364,7 @@ def faces(video: Path, plan_path: Path | None, out_dir: Path | None, per_row: in
             from ..photo import load_photo
 
             plan = photo_plan(upright, load_photo(upright)[0], AnalyzeConfig())
-            sheet, summaries = write_contact_sheet(
-                upright, plan, out_dir or sidecars.faces_dir(video), per_row=per_row, thumb=thumb
-            )
+            sheet, summaries = write_contact_sheet(upright, plan, out_dir or sidecars.faces_dir(video), per_row=per_row, thumb=thumb)
         if progress_kind != "json":
             click.echo(format_table(summaries))
         _finish(progress, progress_kind, sheet, faces=len(summaries))
@@ -476,5 +474,3 @@ def sample(output: Path) -> None:
 
     make_sample_clip(output)
     click.echo(str(output))
-
-

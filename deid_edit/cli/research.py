@@ -126,5 +126,3 @@ def export_cloak_command(run_dir: Path, output: Path, force: bool) -> None:
     from ..generator.export import export_run
 
     click.echo(str(export_run(run_dir, output, force)))
-
-
