@@ -6,7 +6,7 @@ STAMP := $(VENV)/.deps-installed
 DEMO_STAMP := $(VENV)/.demo-deps-installed
 DEMO_DIR := build/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ $(BPY_STAMP):
 test: install bpy-venv
 	$(PY) -m ruff check deid_edit tests benchmarks tools plugins
 	$(PY) -m pytest
+
+# the unit tests and a few end-to-end runs on the generated sample, under two minutes on 2 cores:
+# without the slow tests (tests/: @pytest.mark.slow), real footage (media) or CUDA (gpu);
+# `make test` runs everything
+test-fast: install
+	$(PY) -m ruff check deid_edit tests benchmarks tools plugins
+	$(PY) -m pytest -m "not slow and not media and not gpu" -q
 
 bench: install
 	$(PY) benchmarks/speed.py

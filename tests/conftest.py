@@ -4,6 +4,7 @@ guard that fails any test which logged an ERROR."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -77,6 +78,56 @@ def vfr_clip(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("clips") / "sample_vfr.mp4"
     truth = make_sample_clip(path, width=642, height=362, frames=30, cut_frame=15, vfr=True)
     return path, truth
+
+
+# -- one default analysis per clip for the whole session. Plans are frozen dataclasses, but their
+# config is a dict and their tracks hold numpy arrays: treat a shared plan as read-only (a test that
+# needs another plan builds it with dataclasses.replace); teardown fails if one was changed in place.
+# Tests of analyze itself, or of the CLI's analyze, keep running their own.
+def _fingerprint(plan) -> str:
+    return hashlib.sha256(json.dumps(plan.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+def _shared(plan, name: str):
+    before = _fingerprint(plan)
+    yield plan
+    assert _fingerprint(plan) == before, f"a test changed the shared {name} in place (use dataclasses.replace)"
+
+
+@pytest.fixture(scope="session")
+def sample_plan(sample_clip):
+    """The Plan of ``analyze(sample_clip)`` with default settings, analyzed once per session."""
+    from deid_edit import analyze
+
+    yield from _shared(analyze(sample_clip[0]), "sample_plan")
+
+
+@pytest.fixture(scope="session")
+def vfr_plan(vfr_clip):
+    """The Plan of ``analyze(vfr_clip)`` with default settings, analyzed once per session."""
+    from deid_edit import analyze
+
+    yield from _shared(analyze(vfr_clip[0]), "vfr_plan")
+
+
+@pytest.fixture(scope="session")
+def footage_plan():
+    """``footage_plan(name)``: the default-settings Plan of ../shared/footage/name, analyzed once per
+    session (skips, like :func:`footage`, where the footage is absent)."""
+    from deid_edit import analyze
+
+    plans: dict[str, tuple[object, str]] = {}
+
+    def plan_of(name: str):
+        path = footage(name)
+        if name not in plans:
+            plan = analyze(path)
+            plans[name] = (plan, _fingerprint(plan))
+        return plans[name][0]
+
+    yield plan_of
+    changed = [name for name, (plan, before) in plans.items() if _fingerprint(plan) != before]
+    assert not changed, f"a test changed the shared plan of {changed} in place (use dataclasses.replace)"
 
 
 def decoded(path: Path) -> dict:

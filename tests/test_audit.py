@@ -13,8 +13,9 @@ import av
 import cv2
 import numpy as np
 import pytest
+from conftest import footage
 
-from deid_edit import analyze, render
+from deid_edit import render
 from deid_edit.audit import AuditReport, TimedFrame, audit, face_mask, faceless, pair_frames, timecode
 from deid_edit.config import DetectConfig, RenderConfig
 from deid_edit.detect import create_detector
@@ -23,7 +24,6 @@ from deid_edit.errors import InputError
 from deid_edit.plan import Plan
 from deid_edit.types import Track
 
-FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footage"
 GAP = range(10, 15)  # frames where the blur is removed in the "gap" render
 
 
@@ -34,17 +34,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clip(work: Path):
-    from deid_edit.sample import make_sample_clip
-
-    path = work / "clip.mp4"
-    truth = make_sample_clip(path, width=640, height=360, frames=40, cut_frame=20)
-    return path, truth
+def clip(sample_clip):
+    """The session's generated two-shot clip (640x360, 40 frames, the cut at 20): (path, truth)."""
+    return sample_clip
 
 
 @pytest.fixture(scope="module")
-def plan(clip) -> Plan:
-    return analyze(clip[0])
+def plan(sample_plan) -> Plan:
+    """Its default analysis, shared with the session (read-only)."""
+    return sample_plan
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +116,7 @@ def write_half_size(src: Path, dst: Path, drop: set[int]) -> None:
 
 
 # -- sanity: untouched and blurred ------------------------------------------------------------------
+@pytest.mark.slow  # ~30 s (+ ~20 s of models and plan)
 def test_untouched_reencode_is_flagged_almost_everywhere(clip, plan, models, work):
     src, truth = clip
     copy = render(src, keep_all(plan), work / "untouched.mp4")  # a re-encode that anonymizes nobody
@@ -139,6 +138,7 @@ class Recorder:
         self.calls.append((stage, done, total))
 
 
+@pytest.mark.slow  # ~21 s
 def test_plan_keeps_are_not_counted_and_progress_is_reported(clip, plan, models):
     src, truth = clip
     progress = Recorder()
@@ -152,6 +152,7 @@ def test_plan_keeps_are_not_counted_and_progress_is_reported(clip, plan, models)
     assert report.heads_checked == 0 and "NOTHING CHECKED" in report.summary(), "every face is kept: nothing to check"
 
 
+@pytest.mark.slow  # ~26 s a mode
 @pytest.mark.parametrize("mode", ["blur", "solid", "pixelate"])
 def test_anonymized_render_is_flagged_nowhere(clip, plan, models, work, mode):
     src, truth = clip
@@ -163,6 +164,7 @@ def test_anonymized_render_is_flagged_nowhere(clip, plan, models, work, mode):
     assert "OK" in report.summary()
 
 
+@pytest.mark.slow  # ~15 s
 def test_light_blur_that_keeps_identity_is_flagged(clip, models, work):
     """A softening blur (sigma 1.5 px over ~100 px faces) leaves the person recognisable: the
     audit must flag it in most face-frames, despite the identity-free references and the noise
@@ -193,6 +195,7 @@ def gap_report(clip, plan, models, work) -> AuditReport:
     return run_audit(src, out, models, plan=plan)
 
 
+@pytest.mark.slow  # ~15 s (the gap render and its audit)
 def test_unblurred_frames_are_flagged_exactly(gap_report, plan):
     assert sorted(leak.frame_index for leak in gap_report.leaks) == list(GAP)
     assert gap_report.longest_run == len(GAP)
@@ -201,6 +204,7 @@ def test_unblurred_frames_are_flagged_exactly(gap_report, plan):
     assert not gap_report.ok
 
 
+@pytest.mark.slow  # shares the gap render and its audit (~15 s)
 def test_summary_names_the_leaked_timecodes(gap_report, clip):
     _, truth = clip
     t = [Fraction(p) * truth.time_base for p in truth.pts]
@@ -210,6 +214,7 @@ def test_summary_names_the_leaked_timecodes(gap_report, clip):
     assert "longest run 5 frames" in text and "NOT OK" in text
 
 
+@pytest.mark.slow  # shares the gap render and its audit (~10 s)
 def test_json_round_trips(gap_report):
     data = json.loads(json.dumps(gap_report.to_json()))
     assert data["schema"] == "deid_edit.Audit.1"
@@ -223,6 +228,7 @@ def test_json_round_trips(gap_report):
 
 
 # -- resolution change and timestamp pairing --------------------------------------------------------
+@pytest.mark.slow  # ~13 s
 def test_half_size_copy_with_a_dropped_frame_is_paired_by_time(clip, models, work):
     src, truth = clip
     half = work / "half.mp4"
@@ -282,6 +288,7 @@ def test_missing_input_raises_input_error(clip, models, tmp_path):
 
 
 # -- heads the copy leaves uncovered, and files that do not belong together ---------------------------
+@pytest.mark.slow  # ~14 s (+ the gap render)
 def test_uncovered_heads_are_listed_with_a_sheet(gap_report, clip, plan, models, work):
     """The gap render leaves the face visible in frames 10-14: the pixel check lists exactly those
     heads (no recognizer needed), fails the audit and draws them for a person to check."""
@@ -296,6 +303,7 @@ def test_uncovered_heads_are_listed_with_a_sheet(gap_report, clip, plan, models,
     assert "uncovered heads: 5 head-frames" in report.summary()
 
 
+@pytest.mark.slow  # ~16 s
 def test_a_well_anonymized_copy_leaves_no_head_uncovered(clip, plan, models, work):
     src, _ = clip
     out = render(src, plan, work / "heads_blur.mp4", RenderConfig(mode="blur"))
@@ -304,6 +312,7 @@ def test_a_well_anonymized_copy_leaves_no_head_uncovered(clip, plan, models, wor
     assert report.sheet is None and not (work / "none.png").exists(), "no sheet when there is nothing to look at"
 
 
+@pytest.mark.slow  # ~4 s: makes another clip
 def test_refuses_another_video(clip, models, work):
     from deid_edit.sample import make_sample_clip
 
@@ -313,6 +322,7 @@ def test_refuses_another_video(clip, models, work):
         run_audit(clip[0], other, models, heads=False)
 
 
+@pytest.mark.slow  # ~4 s: a render and the audit's models
 def test_refuses_swapped_arguments(clip, plan, models, work):
     src, _ = clip
     out = render(src, plan, work / "swap_solid.mp4", RenderConfig(mode="solid"))
@@ -320,6 +330,7 @@ def test_refuses_swapped_arguments(clip, plan, models, work):
         run_audit(out, src, models, heads=False)
 
 
+@pytest.mark.slow  # ~4 s: makes two more clips
 def test_refuses_another_length_or_shape(clip, models, work):
     from deid_edit.sample import make_sample_clip
 
@@ -352,8 +363,9 @@ def test_nothing_checked_is_not_ok_in_words(models, work):
 
 
 # -- real footage ------------------------------------------------------------------------------------
+@pytest.mark.slow  # ~150 s
 @pytest.mark.media
-def test_our_blur_on_hamilton_stage(tmp_path, models):
+def test_our_blur_on_hamilton_stage(tmp_path, models, footage_plan):
     """Our default blur on a dark stage clip with an audience: no leak.
 
     Measured (CenterFace + exact dlib ResNet, CPU): 941 faces >= 24 px, 561 of them unrecognisable
@@ -362,10 +374,8 @@ def test_our_blur_on_hamilton_stage(tmp_path, models):
     faces in frames 211-274, but their mean-colour fills and featureless blurs are as close
     (0.61..0.66): borderline, within the recogniser's frame-to-frame noise, not leaks.
     """
-    src = FOOTAGE / "hamilton_stage.mp4"
-    if not src.is_file():
-        pytest.skip(f"needs ../shared/footage/hamilton_stage.mp4 (real footage, present in CI); not found at {src}")
-    plan = analyze(src)
+    src = footage("hamilton_stage.mp4")  # skips without the footage
+    plan = footage_plan("hamilton_stage.mp4")  # the session's default analysis of it
     out = render(src, plan, tmp_path / "hamilton.blur.mp4")
     report = run_audit(src, out, models, plan=plan)
     print(report.summary())

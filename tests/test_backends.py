@@ -176,6 +176,7 @@ def test_torch_backend_reports_itself(detectors):
     assert torch_det.provider == "torch:cpu"
 
 
+@pytest.mark.slow  # ~1.7 s: both backends on the clip
 def test_same_detections_on_the_sample_clip(detectors, sample_clip):
     path, _ = sample_clip
     images = first_frames(path, 6, 1.0)
@@ -206,6 +207,7 @@ def sample_chips(path: Path, detector) -> np.ndarray:
     return np.asarray(chips)
 
 
+@pytest.mark.slow  # ~1 s: both backends
 def test_same_descriptors(detectors, sample_clip):
     from deid_edit.embed import MODEL_NAME, FaceEmbedder
 
@@ -223,6 +225,7 @@ def test_same_descriptors(detectors, sample_clip):
     assert np.abs(fast_on_torch.embed(chips[:3]) - a[:3]).max() < EMBED_ABS
 
 
+@pytest.mark.slow  # ~10 s: analyzes on the torch backend
 def test_cli_backend_option_reaches_the_plan(sample_clip, tmp_path):
     needs_torch()
     from deid_edit.cli import cli
@@ -320,6 +323,7 @@ def cloak_inputs(detectors, sample_clip) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), desc
 
 
+@pytest.mark.slow  # ~10 s with the generator's export (cloak_file)
 def test_same_cloak_generator_outputs(cloak_file, cloak_inputs):
     """ONNX Runtime and the native torch ``CloakGenerator`` (weights read from the ONNX file) on the
     CPU agree within CLOAK_PX on the 0..255 chip and CLOAK_MASK on the mask. Measured on this file's
@@ -358,6 +362,7 @@ def _rewritten(src: Path, dst: Path, meta: str | None) -> Path:
     return dst
 
 
+@pytest.mark.slow  # needs the generator's export (cloak_file, ~9 s)
 def test_a_file_that_is_not_this_generator_is_a_model_error(cloak_file, tmp_path):
     """On the torch backend the file must carry the generator's metadata and exactly the weights it
     describes (strict); a mismatch is one line naming the file, never a half-loaded module."""
@@ -394,6 +399,7 @@ def test_cloak_renderer_refuses_a_foreign_graph_on_onnxruntime(detectors, sample
             Cloak(model=model_path("centerface")).apply(img.copy(), regions, RenderConfig(mode="cloak", device="cpu", backend=be))
 
 
+@pytest.mark.slow  # needs the generator's export (cloak_file, ~9 s)
 def test_cloak_renderer_same_pixels_on_both_backends(cloak_file, detectors, sample_clip):
     """The Cloak renderer with RenderConfig(backend=onnxruntime) and (backend=torch), CPU, on the
     same frames and regions (both shots, the per-track averages carried over frames): the frames
@@ -501,6 +507,7 @@ def test_oom_on_the_cpu_is_a_model_error_and_other_errors_pass_through(detectors
         TorchModel(Broken(), "cpu", fallback=True).run(blob)
 
 
+@pytest.mark.slow  # needs the generator's export (cloak_file, ~9 s)
 @pytest.mark.parametrize("fails, sizes", [(3, [4, 2, 1, 4]), (1, [4, 2, 2])])
 def test_oom_chunks_every_input_together(cloak_file, cloak_inputs, fails, sizes, caplog):
     """``run(image, descriptor)``: under an injected out-of-memory error both inputs are halved
@@ -580,6 +587,7 @@ def test_auto_picks_cuda_torch_here():
 CLOAK_PX_CUDA = 0.05  # generator on CUDA (fp32, TF32 off) vs ONNX Runtime on the CPU, 0..255: other conv algorithms
 
 
+@pytest.mark.slow  # needs the generator's export (cloak_file, ~9 s), built before the skip
 @pytest.mark.gpu
 def test_cuda_cloak_generator_matches_onnxruntime(cloak_file, one_shot_clip):
     needs_cuda()

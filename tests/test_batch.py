@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 
+import pytest
 from conftest import decoded
 
 from deid_edit.cli import main
@@ -19,6 +20,7 @@ def run_cli(*args: str) -> int:
     return 0
 
 
+@pytest.mark.slow  # ~9 s: three clips
 def test_batch_tree(sample_clip, vfr_clip, tmp_path, capsys):
     src = tmp_path / "in"
     (src / "day1" / "cam").mkdir(parents=True)
@@ -67,6 +69,7 @@ def test_batch_tree(sample_clip, vfr_clip, tmp_path, capsys):
     assert (out / "day1" / "cam" / "a.mp4").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # ~2.6 s
 def test_batch_keep_photo_applies_per_file(sample_clip, tmp_path):
     """--keep in a batch: each file decides per track as 'run' does; the summary lists the kept
     tracks and each output gets its OUT.kept.png; a photo without a face stops the batch first."""
@@ -93,6 +96,7 @@ def test_batch_keep_photo_applies_per_file(sample_clip, tmp_path):
     assert run_cli("batch", str(src), "-o", str(tmp_path / "out3"), "--keep-identity", "1") == 2
 
 
+@pytest.mark.slow  # ~4.5 s
 def test_batch_accounts_for_every_file(sample_clip, tmp_path, capsys):
     """Two clips, a text file named notes.mp4 and a truncated mp4: all four in the summary, the CSV
     and the terminal; the truncated one is failed (with why), never silently missing."""

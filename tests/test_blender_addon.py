@@ -192,7 +192,8 @@ def test_batch_streams_progress_and_reports_each_clip(tmp_path: Path) -> None:
     assert batch.finished and not batch.cancelled and batch.status_text() == "done"
 
 
-@pytest.mark.parametrize("ignores_sigint", [False, True], ids=["sigint", "sigkill-after-grace"])
+# sigkill-after-grace is slow: ~3 s of waiting out the grace
+@pytest.mark.parametrize("ignores_sigint", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["sigint", "sigkill-after-grace"])
 def test_cancel_kills_the_child(tmp_path: Path, ignores_sigint: bool) -> None:
     child = _fake_child(
         tmp_path,
@@ -222,6 +223,7 @@ def test_cancel_kills_the_child(tmp_path: Path, ignores_sigint: bool) -> None:
     assert batch.step() == []
 
 
+@pytest.mark.slow  # ~6 s
 def test_real_cli_run_error_and_cancel(tmp_path: Path, sample_clip: tuple[Path, object]) -> None:
     """The real ``deid-edit run``: a good clip, a missing one (CLI error), and a run killed mid-way leaves no output."""
     clip = tmp_path / "clip.mp4"
@@ -391,6 +393,7 @@ def test_extension_validates_and_builds(extension_zip: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.slow  # ~17 s (generated clip), ~24 s (phone_selfie): Blender installs the extension and renders
 @pytest.mark.parametrize("footage_name", ["", pytest.param("phone_selfie.mp4", marks=pytest.mark.media)])
 def test_extension_install_and_anonymize_trimmed_strips(
     tmp_path: Path, extension_zip: Path, sample_clip: tuple[Path, object], footage_name: str
@@ -459,6 +462,7 @@ def test_extension_install_and_anonymize_trimmed_strips(
     assert not facts["bystander_after_error"]["mute"]
 
 
+@pytest.mark.slow  # ~4 s
 def test_legacy_addon_enable_errors_rerun_rules_cancel_and_disable(tmp_path: Path, sample_clip: tuple[Path, object]) -> None:
     """The same folder as a legacy add-on (bl_info) in scripts/addons/deid_edit_vse.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import decoded
 
@@ -50,6 +51,7 @@ def test_analyze_then_render_in_two_modes(sample_clip, tmp_path):
             assert img[:8, :8].max() < 30
 
 
+@pytest.mark.slow  # ~3 s
 def test_run_default_output_and_saved_plan(sample_clip, tmp_path):
     src = tmp_path / "clip.mp4"
     shutil.copy(sample_clip[0], src)
@@ -67,11 +69,15 @@ def test_models_list_and_verify():
     assert "centerface" in r.output and "MIT" in r.output
 
 
+@pytest.mark.slow  # ~3.6 s: the CLI in a subprocess
 def test_progress_json_contract(sample_clip, tmp_path):
-    """Every stdout line is a JSON object; stages count up to their totals; the last names the output."""
+    """Every stdout line is a JSON object; stages count up to their totals; the last names the output
+    and says what the saved plan holds."""
     out = tmp_path / "o.mp4"
+    plan_path = tmp_path / "o.deid.json"
+    args = ["run", str(sample_clip[0]), "-o", str(out), "--save-plan", str(plan_path), "--progress", "json"]
     proc = subprocess.run(
-        [sys.executable, "-m", "deid_edit", "run", str(sample_clip[0]), "-o", str(out), "--progress", "json"],
+        [sys.executable, "-m", "deid_edit", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -83,16 +89,20 @@ def test_progress_json_contract(sample_clip, tmp_path):
     for stage in ("analyze", "render"):
         done = [e["done"] for e in events if e["stage"] == stage]
         assert done == sorted(done) and done[-1] == events[[e["stage"] for e in events].index(stage)]["total"]
+    plan = load_plan(plan_path)
+    assert len(plan.identities) == 2, "the sample clip shows two people, one per shot"
+    assert len(plan.tracks) >= len(plan.identities)
+    removed = plan.config["metadata_removed"]  # what the output leaves out of the source, as analyze recorded it
+    assert isinstance(removed, list) and all(isinstance(r, str) for r in removed)
     assert events[-1] == {
         "stage": "done",
         "output": str(out),
-        "faces": events[-1]["faces"],
-        "tracks": events[-1]["tracks"],
+        "faces": 2,  # faces are people: the plan's identities
+        "tracks": len(plan.tracks),
         "kept": 0,
         "frames": sample_clip[1].frame_count,
-        "metadata_removed": events[-1]["metadata_removed"],  # what the output left out of the source
+        "metadata_removed": removed,
     }
-    assert isinstance(events[-1]["metadata_removed"], list)
 
 
 def test_progress_json_error_line(tmp_path):
@@ -107,6 +117,7 @@ def test_progress_json_error_line(tmp_path):
     assert last["stage"] == "error" and "missing.mp4" in last["message"]
 
 
+@pytest.mark.slow  # ~3.5 s
 def test_installed_console_script(sample_clip, tmp_path):
     """The console script on PATH (installed by `make`) runs from another directory."""
     exe = shutil.which("deid-edit") or str(Path(sys.executable).parent / "deid-edit")
@@ -134,6 +145,7 @@ def test_faces_command_writes_contact_sheet(sample_clip, tmp_path):
     assert "00:00:00:00" in r.output
 
 
+@pytest.mark.slow  # ~12 s: two renders and three audits
 def test_audit_command_exit_codes(sample_clip, tmp_path):
     src = sample_clip[0]
     blurred = tmp_path / "blurred.mp4"
@@ -183,6 +195,7 @@ def test_run_keep_photo_keeps_only_that_person(sample_clip, tmp_path):
             assert (magenta == 0.0) if i < truth.cut_frame else (magenta > 0.95), (i, magenta)
 
 
+@pytest.mark.slow  # ~2 s: two analyses
 def test_weak_hits_flag_reaches_the_tracker(sample_clip, tmp_path):
     """--weak-hits 0 turns weak tracks off (an editor who prefers a clean background); a negative
     count is refused before anything runs."""
@@ -195,6 +208,7 @@ def test_weak_hits_flag_reaches_the_tracker(sample_clip, tmp_path):
     assert r.exit_code == 2 and "--weak-hits" in r.output and not (tmp_path / "q.json").exists()
 
 
+@pytest.mark.slow  # ~4 s
 def test_faces_saves_the_plan_and_run_reuses_it(sample_clip, tmp_path, capsys):
     """'faces' saves VIDEO.deid.json; 'run --keep-identity N' then uses it (no second analysis,
     unknown ids refused before anything runs); without a plan, ids are refused before analysis."""
@@ -231,6 +245,7 @@ def test_faces_saves_the_plan_and_run_reuses_it(sample_clip, tmp_path, capsys):
     assert code == 0 and done["stage"] == "done" and done["kept"] == 0, out
 
 
+@pytest.mark.slow  # ~1.5-2 s: two runs
 def test_run_ends_with_one_line_saying_what_happened(sample_clip, tmp_path, capsys):
     """faces found, tracks, kept, output path; --mode debug warns first that faces stay visible."""
     import re

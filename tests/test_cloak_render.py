@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import decoded
 
-from deid_edit import analyze, render
+from deid_edit import render
 from deid_edit.config import RenderConfig
 from deid_edit.errors import ModelError
 from deid_edit.nets import CROP_SIZE, DESCRIPTOR_SIZE
@@ -78,12 +78,12 @@ def null_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clip_frames(sample_clip) -> tuple[Path, Plan, list[np.ndarray]]:
-    """The sample clip, its plan and its decoded RGB frames."""
+def clip_frames(sample_clip, sample_plan) -> tuple[Path, Plan, list[np.ndarray]]:
+    """The sample clip, its (session-shared) plan and its decoded RGB frames."""
     path, _ = sample_clip
     with av.open(str(path)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    return path, analyze(path), frames
+    return path, sample_plan, frames
 
 
 def union_alpha(regions: list[FaceRegion], hw: tuple[int, int]) -> np.ndarray:

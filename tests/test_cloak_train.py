@@ -107,6 +107,7 @@ def _objective(gen: CloakGenerator, x: torch.Tensor, recognizer: RecognitionFeat
     return {k: float(v) for k, v in terms.items()}
 
 
+@pytest.mark.slow  # ~24 s of training
 def test_tiny_training_lowers_the_loss(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
     """Training lowers the objective it optimizes: measured on one fixed batch, with the same
     terms, before (the seeded initial weights) and after 30 steps. Comparing the logged losses of
@@ -129,6 +130,7 @@ def test_tiny_training_lowers_the_loss(dataset: Path, recognizer: RecognitionFea
     assert after["total"] < before["total"], (before, after)
 
 
+@pytest.mark.slow  # ~5.5 s of training
 def test_resume_continues_exactly(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
     cfg = TrainConfig(steps=5, batch=2, lr=5e-4, warmup=2, checkpoint_every=1000, threads=1)
     straight = train(dataset, tmp_path / "a", cfg, recognizer=recognizer)
@@ -163,6 +165,7 @@ def test_detector_attractor_sees_smeared_eyes(dataset: Path) -> None:
         assert float(landmark_loss(ref, det(smeared))) > 0.01
 
 
+@pytest.mark.slow  # ~2.6 s of training
 def test_init_starts_a_new_run_from_another_runs_weights(dataset: Path, recognizer: RecognitionFeatures, tmp_path: Path) -> None:
     first = train(dataset, tmp_path / "a", TrainConfig(steps=3, batch=2, warmup=1, checkpoint_every=1000, threads=1), recognizer=recognizer)
     cfg = TrainConfig(steps=1, batch=2, lr=1e-12, warmup=1, checkpoint_every=1000, threads=1, weights=LossWeights(landmarks=5.0))
@@ -177,6 +180,7 @@ def test_init_starts_a_new_run_from_another_runs_weights(dataset: Path, recogniz
         train(dataset, tmp_path / "c", cfg, recognizer=recognizer, init=tmp_path / "missing")
 
 
+@pytest.mark.slow  # ~10 s: trains, then exports to ONNX
 def test_cli_train_export_onnx_round_trip(dataset: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     runner = CliRunner()

@@ -241,6 +241,7 @@ def test_runner_cannot_start_program(tmp_path):
 # End to end against the Resolve stand-in
 
 
+@pytest.mark.slow  # ~11 s
 def test_main_anonymizes_coloured_clips_and_places_them_above(sample, tmp_path, capsys):
     """Real CLI on the sample clip; the stand-in records what the script asked Resolve to do.
 
@@ -439,6 +440,7 @@ def test_a_copy_under_the_playhead_is_never_anonymized_again(tmp_path, capsys):
     assert len(sources) == 2 and lone.media_pool.appended == []
 
 
+@pytest.mark.slow  # ~3.5 s with its 100-frame clip
 def test_stop_file_interrupts_the_real_cli_and_cancels_the_rest(tmp_path, sample, monkeypatch, capsys):
     """The stop file appears while the real CLI analyzes: it gets SIGINT, exits 130 leaving no file, and
     the clip it worked on and the next one are reported as cancelled; nothing is placed; the file is removed."""
@@ -472,7 +474,8 @@ def test_stop_file_interrupts_the_real_cli_and_cancels_the_rest(tmp_path, sample
     assert "cancelled: 0 placed, 0 failed, 0 skipped, 2 cancelled" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["sigint", "killed-after-grace"])
+# killed-after-grace is slow: ~2 s of waiting out the grace
+@pytest.mark.parametrize("ignore_sigint", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["sigint", "killed-after-grace"])
 def test_stop_file_ends_a_silent_cli(tmp_path, monkeypatch, ignore_sigint):
     """The CLI prints nothing for a while (models loading): the stop file is still noticed within the poll
     interval. A CLI that ignores the interrupt is killed after the grace time, and its partial file removed."""

@@ -9,8 +9,8 @@ import pytest
 from deid_edit.backend.ort import available_devices, choose_providers
 from deid_edit.config import DetectConfig
 from deid_edit.detect import create_detector
-from deid_edit.detect.centerface import nms
 from deid_edit.errors import ConfigError, ModelError
+from deid_edit.geometry import nms
 from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path
 
 
@@ -44,6 +44,7 @@ def test_scaled_input_returns_source_coordinates(detector):
     half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
     (scaled,) = detector.detect([half], [7], 0.5, 0.35)
     assert scaled.frame_index == 7
+    assert len(full) == len(scaled) == 1, "scaling lost or added a face"
     assert iou(full.boxes[0], scaled.boxes[0]) > 0.8
 
 
@@ -52,8 +53,14 @@ def test_batch_equals_single(detector):
     b = load_photo(photo_path(ASTRONAUT))
     single = [detector.detect([x], [i], 1.0, 0.35)[0] for i, x in enumerate((a, b))]
     batched = detector.detect([a, b], [0, 1], 1.0, 0.35)
-    for s, m in zip(single, batched):
-        assert np.allclose(s.boxes, m.boxes, atol=0.5)
+    assert len(batched) == len(single) == 2
+    assert [len(s) for s in single] == [1, 1], "each photo shows one face"
+    for i, (s, m) in enumerate(zip(single, batched)):
+        assert m.frame_index == s.frame_index == i
+        # counts first: np.allclose broadcasts (1, 4) against (0, 4) and would pass on a lost face
+        assert m.boxes.shape == s.boxes.shape, f"frame {i}: batching changed the number of faces"
+        assert np.allclose(s.boxes, m.boxes, atol=0.5), f"frame {i}"
+        assert np.allclose(s.landmarks, m.landmarks, atol=0.5), f"frame {i}"
 
 
 def test_empty_frame_has_no_faces(detector):

@@ -84,6 +84,7 @@ def dlib_model_file(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models" / name
 
 
+@pytest.mark.slow  # ~32 s: dlib's own pipeline on 100 faces
 def test_onnx_matches_dlib_on_100_faces(exact):
     """dlib's descriptor and ours for the same 150x150 chip, made by dlib's own pipeline (HOG
     detector, 5-point shape predictor, get_face_chip), agree to cosine >= 0.9999 on every face."""

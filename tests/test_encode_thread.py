@@ -13,17 +13,12 @@ import av
 import pytest
 from conftest import decoded
 
-from deid_edit import analyze, render
+from deid_edit import render
 from deid_edit.config import EncodeConfig, RenderConfig
 from deid_edit.errors import EncodeError
 from deid_edit.io.decode import VideoReader, open_input, probe
 from deid_edit.io.encode import VideoWriter, open_writer
 from deid_edit.io.threaded import ENCODE_QUEUE_DEPTH, ThreadedWriter
-
-
-@pytest.fixture(scope="module")
-def sample_plan(sample_clip):
-    return analyze(sample_clip[0])
 
 
 def frame_hashes(path: Path) -> list[str]:
@@ -40,6 +35,7 @@ def no_temp_files(folder: Path) -> bool:
     return not list(folder.glob("*.part*"))
 
 
+@pytest.mark.slow  # ~2.5 s a mode: renders twice
 @pytest.mark.parametrize("mode", ["blur", "debug"])  # blur: frames changed in place (YUV); debug: RGB arrays
 def test_threaded_and_synchronous_write_the_same_video(sample_clip, sample_plan, tmp_path, monkeypatch, mode):
     path, _ = sample_clip

@@ -99,6 +99,7 @@ def test_truncated_real_footage(capsys, tmp_path, out):
     assert_clean_failure(code, err, "hamilton_half.mp4", out, 1)
 
 
+@pytest.mark.slow  # ~2 s
 def test_truncated_with_index_first(capsys, tmp_path, out):
     """A 'faststart' file cut short opens fine but runs out of frames: still refused, nothing written."""
     from deid_edit.sample import make_sample_clip
@@ -184,6 +185,7 @@ def test_bad_padding(capsys, sample_clip, out, value):
     assert not out.exists()
 
 
+@pytest.mark.slow  # ~15 s: a 720p clip of 150 frames, interrupted
 def test_ctrl_c_removes_partial_output(tmp_path):
     """SIGINT during render: exit 130, no output, no temporary file left beside it."""
     from deid_edit.sample import make_sample_clip

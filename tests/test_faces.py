@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 
-from deid_edit import analyze
 from deid_edit import faces as faces_mod
 from deid_edit.config import DetectConfig
 from deid_edit.detect import create_detector
@@ -37,8 +36,8 @@ from deid_edit.types import Identity, Track
 
 
 @pytest.fixture(scope="module")
-def plan(sample_clip):
-    return analyze(sample_clip[0])
+def plan(sample_plan):
+    return sample_plan  # the session's default analysis of the sample clip (read-only)
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +107,8 @@ def test_contact_sheet_and_thumbnails_show_the_faces(plan, sample_clip, tmp_path
     assert [i.thumbnail for i in with_thumbnails(plan, summaries).identities] == [s.thumbnail for s in summaries]
 
 
-def test_first_appearance_of_variable_frame_rate_video_uses_decoded_timestamps(vfr_clip, tmp_path):
+def test_first_appearance_of_variable_frame_rate_video_uses_decoded_timestamps(vfr_clip, vfr_plan, tmp_path):
     path, truth = vfr_clip
-    vfr_plan = analyze(path)
     _, summaries = write_contact_sheet(path, vfr_plan, tmp_path, per_row=1)
     second = next(s for s in summaries if s.first_frame == truth.cut_frame)
     exact = Fraction(truth.pts[truth.cut_frame] - truth.pts[0]) * truth.time_base

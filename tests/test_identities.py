@@ -245,6 +245,7 @@ def _masked_fraction(frame_rgb: np.ndarray, box: np.ndarray) -> float:
     return float(((core[..., 0] > 200) & (core[..., 1] < 60) & (core[..., 2] > 200)).mean())
 
 
+@pytest.mark.slow  # ~60 s
 @pytest.mark.media
 def test_keep_one_of_two_men(tmp_path):
     """studio_interview_2people: keep the man in a reference photo cut from another part of the clip."""
@@ -274,10 +275,9 @@ def test_keep_one_of_two_men(tmp_path):
 
 
 @pytest.mark.media
-def test_keep_lin_manuel_miranda_on_hamilton():
-    src = footage("hamilton_stage.mp4")
+def test_keep_lin_manuel_miranda_on_hamilton(footage_plan):
     photo = SHARED / "faces" / "people" / "lin-manuel-miranda.png"
-    plan = analyze(src)
+    plan = footage_plan("hamilton_stage.mp4")  # the session's default analysis (skips without the footage)
     refs = reference_descriptors([str(photo)])
     idents, report = select(plan.identities, plan.tracks, Selection(keep_photos=(str(photo),)), IdentityConfig(), refs)
     assert len(report.kept) == 1, report
@@ -310,7 +310,7 @@ def test_linking_on_interleaved_real_shots(tmp_path):
 
 
 @pytest.mark.media
-def test_linking_on_hamilton_never_merges_two_people():
+def test_linking_on_hamilton_never_merges_two_people(footage_plan):
     """hamilton_stage.mp4 against the hand labels of benchmarks/identities.py: no two people in one
     identity (precision 1), the performer linked across his two shots, and the audience faces lost
     during the pan re-joined by stitching. Measured: pairwise recall 0.714, B-cubed 0.949 -- the
@@ -320,7 +320,7 @@ def test_linking_on_hamilton_never_merges_two_people():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from identities import HAMILTON_PEOPLE, hamilton_truth, scores
 
-    plan = analyze(footage("hamilton_stage.mp4"))
+    plan = footage_plan("hamilton_stage.mp4")
     truth = hamilton_truth(plan)
     r = scores(plan, truth)
     assert r["pair_precision"] == 1.0 and r["bcubed_precision"] == 1.0, r
@@ -341,6 +341,7 @@ def _benchmark():
     return bench
 
 
+@pytest.mark.slow  # ~210-245 s a clip
 @pytest.mark.media
 @pytest.mark.parametrize("clip", ["friends_coldopen_6people.mp4", "msdwild_father_2boys.mp4"])
 def test_families_and_look_alikes_never_merge_and_keep_only_the_chosen_person(clip):

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # ~6 s: builds and installs the wheel
 def test_wheel_install_finds_models(tmp_path):
     target = tmp_path / "site"
     subprocess.run(

@@ -36,18 +36,18 @@ def decoded_audio(path: Path) -> np.ndarray:
         return np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
 
 
-def test_generated_clip_kept_exactly(sample_clip, tmp_path):
+def test_generated_clip_kept_exactly(sample_clip, sample_plan, tmp_path):
     path, truth = sample_clip
-    plan = analyze(path)
+    plan = sample_plan
     assert plan.frame_count == truth.frame_count
     out = render(path, plan, tmp_path / "out.mp4")
     assert_kept(path, out)
     assert np.array_equal(decoded_audio(path), decoded_audio(out)), "decoded audio samples differ"
 
 
-def test_vfr_and_odd_size_kept(vfr_clip, tmp_path):
+def test_vfr_and_odd_size_kept(vfr_clip, vfr_plan, tmp_path):
     path, truth = vfr_clip
-    out = render(path, analyze(path), tmp_path / "out.mp4")
+    out = render(path, vfr_plan, tmp_path / "out.mp4")
     assert_kept(path, out)
     times = decoded(out)["times"]
     steps = np.diff(times)
@@ -67,9 +67,10 @@ def test_reader_thread_stops_early_and_keeps_input(sample_clip):
     assert sha256(path) == before
 
 
-def test_prores_and_dnxhr_for_editors(sample_clip, tmp_path):
+@pytest.mark.slow  # ~2.6 s: two intermediate-codec renders
+def test_prores_and_dnxhr_for_editors(sample_clip, sample_plan, tmp_path):
     path, truth = sample_clip
-    plan = analyze(path)
+    plan = sample_plan
     for codec, name in (("prores", "prores"), ("dnxhr", "dnxhd")):
         out = render(path, plan, tmp_path / f"out_{codec}.mov", encode_cfg=EncodeConfig(codec=codec))
         meta = decoded(out)
@@ -79,26 +80,26 @@ def test_prores_and_dnxhr_for_editors(sample_clip, tmp_path):
         assert meta["audio_packets"] == decoded(path)["audio_packets"]
 
 
-def test_prores_in_mp4_is_refused(sample_clip, tmp_path):
+def test_prores_in_mp4_is_refused(sample_clip, sample_plan, tmp_path):
     path, _ = sample_clip
     with pytest.raises(ConfigError, match=r"\.mov"):
-        render(path, analyze(path), tmp_path / "out.mp4", encode_cfg=EncodeConfig(codec="prores"))
+        render(path, sample_plan, tmp_path / "out.mp4", encode_cfg=EncodeConfig(codec="prores"))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_h264_crf_and_preset(sample_clip, tmp_path):
+def test_h264_crf_and_preset(sample_clip, sample_plan, tmp_path):
     path, _ = sample_clip
-    plan = analyze(path)
+    plan = sample_plan
     small = render(path, plan, tmp_path / "a.mp4", encode_cfg=EncodeConfig(crf=40, preset="ultrafast"))
     big = render(path, plan, tmp_path / "b.mp4", encode_cfg=EncodeConfig(crf=10, preset="ultrafast"))
     assert small.stat().st_size < big.stat().st_size
     assert decoded(small)["frames"] == decoded(big)["frames"]
 
 
-def test_unfaced_frames_pass_through_unchanged_colour(sample_clip, tmp_path):
+def test_unfaced_frames_pass_through_unchanged_colour(sample_clip, sample_plan, tmp_path):
     """Frames without a region skip the RGB round trip: background colours stay faithful."""
     path, _ = sample_clip
-    out = render(path, analyze(path), tmp_path / "m.mp4", RenderConfig(mode="solid"), EncodeConfig(crf=0, preset="ultrafast"))
+    out = render(path, sample_plan, tmp_path / "m.mp4", RenderConfig(mode="solid"), EncodeConfig(crf=0, preset="ultrafast"))
     with av.open(str(path)) as a, av.open(str(out)) as b:
         fa = next(iter(a.decode(video=0))).to_ndarray(format="rgb24").astype(int)
         fb = next(iter(b.decode(video=0))).to_ndarray(format="rgb24").astype(int)
@@ -109,10 +110,10 @@ def test_unfaced_frames_pass_through_unchanged_colour(sample_clip, tmp_path):
 # -- real footage ------------------------------------------------------------------------------
 MEDIA = [
     "hamilton_stage.mp4",
-    "film_dark_vfr_3shots.mp4",
+    pytest.param("film_dark_vfr_3shots.mp4", marks=pytest.mark.slow),  # ~32 s
     "phone_hevc60_rotated.MOV",
-    "news_anchor_480p.mp4",
-    "crowd_small_faces_1080p.mp4",
+    pytest.param("news_anchor_480p.mp4", marks=pytest.mark.slow),  # ~130 s
+    pytest.param("crowd_small_faces_1080p.mp4", marks=pytest.mark.slow),  # ~160 s
 ]
 
 
@@ -161,6 +162,7 @@ def _subtitle_packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in c.demux(c.streams.subtitles) if p.size] if c.streams.subtitles else []
 
 
+@pytest.mark.slow  # ~23 s: analyzes and renders three containers
 def test_subtitles_copied_where_the_container_allows(sample_clip, tmp_path):
     """Subtitles can name people or carry GPS: left out by default, copied with --keep-metadata
     where the container can hold them."""

@@ -111,6 +111,7 @@ def test_photo_metadata_removed_and_kept_on_request(tmp_path, capsys):
     assert b"Jane" not in (tmp_path / "anon.text.png").read_bytes() and b"Jane" in (tmp_path / "kept.text.png").read_bytes()
 
 
+@pytest.mark.slow  # ~2 s
 def test_keep_a_person_in_a_photo(tmp_path, capsys):
     """Two people side by side; --keep with a photo of one leaves her face and masks the other."""
     from deid_edit.sample import ASTRONAUT
@@ -137,6 +138,7 @@ def test_keep_a_person_in_a_photo(tmp_path, capsys):
     assert (np.abs(px[ys, xs] - [255, 0, 255]).max(axis=2) < 3).mean() > 0.95
 
 
+@pytest.mark.slow  # ~3 s
 def test_batch_takes_photos_alongside_videos(sample_clip, tmp_path, capsys):
     import json
 
@@ -153,6 +155,7 @@ def test_batch_takes_photos_alongside_videos(sample_clip, tmp_path, capsys):
     assert (out / "still.png").is_file() and not np.array_equal(pixels(out / "still.png"), pixels(src / "still.png"))
 
 
+@pytest.mark.slow  # ~65 s
 @pytest.mark.media
 def test_group_photos_every_detected_face_masked(tmp_path, capsys):
     """Group photos of ../shared (dozens of small faces): every face the detector finds in the
@@ -189,6 +192,7 @@ def test_unreadable_photo_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "bad.anon.jpg").exists()
 
 
+@pytest.mark.slow  # ~4 s
 def test_audit_and_faces_accept_photos(tmp_path, capsys):
     """The audit compares photos as viewers see them (orientation applied) and fails on a copy
     that keeps the face or the EXIF; faces lists a photo's faces."""
@@ -211,6 +215,7 @@ def test_audit_and_faces_accept_photos(tmp_path, capsys):
     assert code == 0 and "person 0" in out and (tmp_path / "faces" / "contact_sheet.png").is_file()
 
 
+@pytest.mark.slow  # ~1.8 s
 def test_heic_in_heic_out(tmp_path, capsys):
     """iPhone photos: HEIC read and written through pillow-heif, EXIF left out, face masked."""
     from pillow_heif import register_heif_opener
@@ -228,6 +233,7 @@ def test_heic_in_heic_out(tmp_path, capsys):
     assert (np.abs(pixels(out)[ys, xs] - [255, 0, 255]).max(axis=2) < 40).mean() > 0.9
 
 
+@pytest.mark.slow  # ~1.2 s a format
 @pytest.mark.parametrize("suffix", [".tif", ".webp"])
 def test_tiff_and_webp_same_format_out(suffix, tmp_path, capsys):
     """TIFF and WebP: written back in their format, the device tag gone, the layout tags TIFF

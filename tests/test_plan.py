@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deid_edit import analyze, load_plan, save_plan
+from deid_edit import load_plan, save_plan
 from deid_edit.errors import PlanError
 from deid_edit.io.decode import probe
 from deid_edit.plan import PLAN_1, SCHEMA, upgrade
@@ -20,8 +20,8 @@ GOLDEN_V1 = Path(__file__).parent / "golden" / "sample_plan_v1.json"  # Plan.1, 
 
 
 @pytest.fixture(scope="module")
-def plan(sample_clip):
-    return analyze(sample_clip[0])
+def plan(sample_plan):
+    return sample_plan  # the session's default analysis of the sample clip (read-only)
 
 
 def test_round_trip(plan, tmp_path):

@@ -148,7 +148,7 @@ def test_face_that_appears_on_a_coarse_frame_is_covered_from_its_first_frame(sam
         ("hamilton_stage.mp4", 900, 1, 0, 19.0),
     ],
 )
-def test_leaks_against_the_independent_reference(clip, ref_min, max_raw, max_reviewed, max_false_pct):
+def test_leaks_against_the_independent_reference(clip, ref_min, max_raw, max_reviewed, max_false_pct, footage_plan):
     """benchmarks/leaks.py on real footage: faces found in the original by YuNet and full-resolution
     CenterFace, leaked when under 90% of the box is covered by the rendered mask. Against the
     reviewed reference (the reference's boxes a person judged not to be faces removed): the issue's
@@ -163,7 +163,7 @@ def test_leaks_against_the_independent_reference(clip, ref_min, max_raw, max_rev
     path = footage(clip)
     if not leaks.YUNET_DIR.is_dir():
         pytest.skip(f"needs the reference detector in {leaks.YUNET_DIR} (present in CI)")
-    r = leaks.measure_leaks(path, analyze(path))
+    r = leaks.measure_leaks(path, footage_plan(clip))
     rev = r["reviewed"]
     assert r["ref_face_frames"] > ref_min and r["not_faces"] <= 1, "a reviewed non-face stands in for at most one leak here"
     assert rev["leaked"] <= max_reviewed and rev["longest_run"] <= 2 and rev["big_leaked"] == 0, rev
@@ -232,6 +232,7 @@ def profile_clip(path: Path) -> tuple[list[list[np.ndarray]], int, int]:
     return faces, 30, 50
 
 
+@pytest.mark.slow  # ~4.5 s: its own clip, analyzed and rendered
 def test_a_profile_leaving_the_picture_and_a_face_lost_before_a_cut_stay_covered(tmp_path):
     """hamilton frames 57-62 and 81, generated: the detector loses a profile once the frame edge cuts
     it, and loses a face on the last three frames before a cut (dropped on purpose). Every pixel of
@@ -254,7 +255,7 @@ def test_a_profile_leaving_the_picture_and_a_face_lost_before_a_cut_stay_covered
 
 
 @pytest.mark.media
-def test_hamilton_profile_at_the_edge_and_the_head_before_the_cut_are_covered():
+def test_hamilton_profile_at_the_edge_and_the_head_before_the_cut_are_covered(footage_plan):
     """The hand-checked head set (benchmarks/heads/hamilton_stage.json, labelled by looking): a
     bearded man's profile cut by the right edge (frames 57-62) and a performer's profile on the last
     frame before the cut at 82 (frame 81) were left visible; every labelled head must be covered
@@ -267,6 +268,6 @@ def test_hamilton_profile_at_the_edge_and_the_head_before_the_cut_are_covered():
     path = footage("hamilton_stage.mp4")
     labels = leaks.headset.load_labels(path)["frames"]
     assert all(labels[f] for f in (57, 58, 59, 60, 61, 62, 81)), "the set labels the heads of those frames"
-    r = leaks.measure_heads(path, analyze(path))
+    r = leaks.measure_heads(path, footage_plan("hamilton_stage.mp4"))
     assert r["heads"] >= 700, r["heads"]
     assert r["leaks"] == [], r["leaks"]

@@ -35,6 +35,7 @@ def _frame(path: Path, index: int) -> np.ndarray:
     raise AssertionError(f"{path} has no frame {index}")
 
 
+@pytest.mark.slow  # the corpus: ~150 s in all (5-21 s a quirk)
 @pytest.mark.parametrize("name", list(quirks.QUIRKS))
 def test_quirk_is_kept_exactly(name: str, base_frames, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rgb, truth = base_frames

@@ -19,9 +19,9 @@ def bounds(shots):
     return [(s.start, s.end) for s in shots]
 
 
-def test_detected_cut_matches_ground_truth(sample_clip):
-    path, truth = sample_clip
-    assert bounds(analyze(path).shots) == [(0, truth.cut_frame), (truth.cut_frame, truth.frame_count)]
+def test_detected_cut_matches_ground_truth(sample_clip, sample_plan):
+    _, truth = sample_clip
+    assert bounds(sample_plan.shots) == [(0, truth.cut_frame), (truth.cut_frame, truth.frame_count)]
 
 
 def test_shots_from_cuts_drops_duplicates_and_out_of_range():
