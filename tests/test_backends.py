@@ -152,6 +152,7 @@ def test_default_path_never_imports_torch():
     assert out[0] == "CPUExecutionProvider"
 
 
+@pytest.mark.slow  # ~1.5 s: a fresh interpreter
 def test_missing_onnx2torch_names_the_extra(monkeypatch):
     needs_torch()
     from deid_edit.backend import torch_backend
@@ -463,6 +464,7 @@ def oom_detector(fails: int, device: str = "cpu"):
     return det, wrapped
 
 
+@pytest.mark.slow  # ~1.3 s: the torch backend on the clip
 def test_oom_halves_the_batch_then_falls_back_to_the_cpu(detectors, sample_clip, caplog):
     path, _ = sample_clip
     images = first_frames(path, 4, 1.0)
@@ -478,6 +480,7 @@ def test_oom_halves_the_batch_then_falls_back_to_the_cpu(detectors, sample_clip,
     assert_same_detections(expected, got)
 
 
+@pytest.mark.slow  # ~1 s: the torch backend on the clip
 def test_oom_once_keeps_the_halved_batch(detectors, sample_clip, caplog):
     path, _ = sample_clip
     images = first_frames(path, 4, 1.0)

@@ -137,6 +137,7 @@ def test_installed_console_script(sample_clip, tmp_path):
     assert np.abs(frame[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10].astype(int)).mean() < 20  # black mask over the face
 
 
+@pytest.mark.slow  # ~2 s: analyzes again (test_faces.py checks the sheet on the shared plan)
 def test_faces_command_writes_contact_sheet(sample_clip, tmp_path):
     r = invoke("faces", str(sample_clip[0]), "-o", str(tmp_path / "sheet"), "--progress", "none")
     assert r.exit_code == 0, r.output

@@ -150,6 +150,7 @@ def test_resume_continues_exactly(dataset: Path, recognizer: RecognitionFeatures
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow  # ~1.4 s with its dataset
 def test_detector_attractor_sees_smeared_eyes(dataset: Path) -> None:
     """The landmark term is zero for an unchanged chip and clearly positive when the eye band is
     smeared (the failure it exists to prevent); the detector finds the chip's face at all."""

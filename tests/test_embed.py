@@ -109,6 +109,7 @@ def test_onnx_matches_dlib_on_100_faces(exact):
     assert np.abs(np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1) - 1).max() < 1e-3  # same scale, not just direction
 
 
+@pytest.mark.slow  # ~1.3 s: 60 LFW faces through both builds
 def test_fast_build_stays_close_to_the_exact_one(exact, fast, detector):
     """The int8 build's descriptors on 60 real LFW faces stay close to the float32 ones, well under
     the 0.6 same-person threshold, and never flip a same/different decision between two faces that

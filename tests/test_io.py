@@ -87,6 +87,7 @@ def test_prores_in_mp4_is_refused(sample_clip, sample_plan, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # ~1.3 s: two renders
 def test_h264_crf_and_preset(sample_clip, sample_plan, tmp_path):
     path, _ = sample_clip
     plan = sample_plan

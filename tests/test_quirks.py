@@ -87,6 +87,7 @@ def test_quirk_is_kept_exactly(name: str, base_frames, tmp_path: Path, capsys: p
     assert np.abs(a[corner].astype(int) - b[corner].astype(int)).mean() < 6
 
 
+@pytest.mark.slow  # ~1.9 s
 def test_truncated_file_is_refused_before_the_render(base_frames, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file cut short (its header promises more frames than its data holds) is still an error:
     an edit list is not an excuse for missing frames."""

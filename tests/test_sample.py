@@ -37,9 +37,8 @@ def cfr(sample_clip: tuple[Path, SampleTruth]) -> tuple[Path, SampleTruth]:
 
 
 @pytest.fixture(scope="module")
-def vfr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleTruth]:
-    path = tmp_path_factory.mktemp("sample") / "vfr.mp4"
-    return path, make_sample_clip(path, frames=40, cut_frame=20, vfr=True)
+def vfr(vfr_clip: tuple[Path, SampleTruth]) -> tuple[Path, SampleTruth]:
+    return vfr_clip  # conftest's: 642x362, 30 frames, the cut at 15, variable frame rate
 
 
 @pytest.mark.parametrize("clip", ["cfr", "vfr"])

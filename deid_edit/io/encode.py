@@ -427,6 +427,9 @@ class VideoWriter:
         cr = like.color_range if like is not None else None
         if like is not None and like.format.name == self.pix_fmt and (like.width, like.height) == (frame.width, frame.height):
             converted = frame.reformat(format=like.format.name, dst_colorspace=cs or None, dst_color_range=cr or None)
+            # the decoder may still read this picture as a reference (and decode ahead on its own
+            # thread): write into a private copy of its buffers, never into the decoder's
+            like.make_writable()
             for dst, src in zip(like.planes, converted.planes):
                 rows = min(dst.height, src.height)
                 n = min(dst.line_size, src.line_size)
