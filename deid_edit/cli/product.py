@@ -33,17 +33,20 @@ from .common import (
 
 log = logging.getLogger("deid_edit")
 
-
-@cli.command()
-@click.argument("video", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
-@click.option("--save-plan", type=click.Path(path_type=Path), help="Also write the plan here.")
-@click.option(
+# run and render both hand their output to an editor the same way
+otio_option = click.option(
     "--otio",
     "otio_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a timeline of the output over the original (disabled): .otio for Resolve/Kdenlive, .xml (FCP 7 XML) for Premiere.",
 )
+
+
+@cli.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
+@click.option("--save-plan", type=click.Path(path_type=Path), help="Also write the plan here.")
+@otio_option
 @analyze_options
 @render_options
 @selection_options
@@ -203,12 +206,7 @@ def analyze(video: Path, output: Path | None, force: bool, progress_kind: str, *
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--plan", "plan_path", type=click.Path(path_type=Path), help="Plan file (default VIDEO.deid.json).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
-@click.option(
-    "--otio",
-    "otio_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write a timeline of the output over the original (disabled): .otio for Resolve/Kdenlive, .xml (FCP 7 XML) for Premiere.",
-)
+@otio_option
 @render_options
 @click.option("--device", help="For --mode cloak: auto, cpu, cuda[:N], mps, tensorrt, coreml, directml.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="For --mode cloak: inference engine (default auto).")
