@@ -5,11 +5,8 @@ makes of the original itself with the engine's own head finding (detection at fu
 tracks, tracks held over gaps, to cuts and out of the picture). Output: a refusal (``InputError``)
 when the files are not an original and its anonymized copy, and the heads of the original whose
 face area the anonymized frame left unchanged, with a PNG sheet of them for a person to check.
-
-Why pictures and not only a recognizer: a recognizer cannot judge a profile, a head cut by the
-frame edge or a small dark face (the audit counts those as "unrecognisable"), which are exactly the
-faces that slip through. Whether the pixels of a head changed needs no recognizer: a head whose
-face area is the same in both files was not anonymized, whatever a recognizer says.
+Why pictures: a recognizer cannot judge a profile, an edge-cut or a small dark face, which are
+exactly the faces that slip through; a head whose face area is unchanged was not anonymized.
 """
 
 from __future__ import annotations

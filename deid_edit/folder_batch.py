@@ -26,7 +26,7 @@ from .detect import create_detector
 from .errors import DeidError, InputError
 from .faces import write_kept_sheet
 from .identities import Selection, SelectionReport
-from .io.encode import OUTPUT_FORMATS
+from .io.codecs import OUTPUT_FORMATS
 from .photo import is_photo, run_photo
 from .pipeline import run, selection_references
 from .progress import ProgressSink

@@ -224,7 +224,7 @@ def test_hardware_encoder_without_its_driver_fails_before_analysis(sample_clip, 
 
     from deid_edit.config import EncodeConfig
     from deid_edit.errors import ConfigError
-    from deid_edit.io.encode import check_codec
+    from deid_edit.io.codecs import check_codec
 
     src, _ = sample_clip
     try:

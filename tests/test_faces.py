@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 
-from deid_edit import faces as faces_mod
 from deid_edit.config import DetectConfig
 from deid_edit.detect import create_detector
 from deid_edit.errors import ConfigError, PlanError
@@ -25,13 +24,13 @@ from deid_edit.faces import (
     UNASSIGNED,
     SheetLayout,
     choose_best,
-    clock,
     format_table,
     summarize,
-    timecode,
     with_thumbnails,
     write_contact_sheet,
 )
+from deid_edit.faces import sheet as sheet_mod
+from deid_edit.timefmt import clock, timecode
 from deid_edit.types import Identity, Track
 
 
@@ -120,7 +119,7 @@ def test_first_appearance_of_variable_frame_rate_video_uses_decoded_timestamps(v
 def test_one_decode_pass_that_stops_after_the_last_chosen_frame(plan, sample_clip, tmp_path, monkeypatch):
     readers = []
 
-    class CountingReader(faces_mod.VideoReader):
+    class CountingReader(sheet_mod.VideoReader):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.yielded = 0
@@ -131,7 +130,7 @@ def test_one_decode_pass_that_stops_after_the_last_chosen_frame(plan, sample_cli
                 self.yielded += 1
                 yield frame
 
-    monkeypatch.setattr(faces_mod, "VideoReader", CountingReader)
+    monkeypatch.setattr(sheet_mod, "VideoReader", CountingReader)
     _, summaries = write_contact_sheet(sample_clip[0], plan, tmp_path, per_row=2)
     assert len(readers) == 1
     assert readers[0].yielded == max(f for s in summaries for f in s.best_frames) + 1

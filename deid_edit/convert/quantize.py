@@ -24,7 +24,7 @@ from ..config import DetectConfig
 from ..detect import create_detector
 from ..embed import align_faces
 from ..models import model_path
-from .dlib_resnet import cosine, sample_images, sha256_of
+from .files import cosine, sample_images, sha256_of
 
 
 def face_chips(paths: Sequence[Path]) -> np.ndarray:

@@ -1,12 +1,9 @@
 """Cloak training: a dataset folder from ``extract-faces`` in, a run folder out (checkpoints, the
 per-step loss log, the held-out list; next: ``export`` writes the generator to ONNX).
 
-Run folder::
-
-    RUN/config.json       the TrainConfig and GeneratorConfig of the run
-    RUN/checkpoint.pt     generator, discriminator, both optimizers, the step (atomically replaced)
-    RUN/losses.jsonl      one object per step: every loss term, the totals, seconds per step
-    RUN/held_out.json     the dataset's held-out people (copied), so the run says who it never saw
+Run folder: ``config.json`` (the run's TrainConfig and GeneratorConfig), ``checkpoint.pt``
+(both networks and optimizers, the step; replaced atomically), ``losses.jsonl`` (every loss term per
+step) and ``held_out.json`` (the people it never saw).
 
 Every step draws its batch and its augmentation from a generator seeded by (seed, step), so a
 resumed run sees exactly the batches an uninterrupted one would have.

@@ -20,8 +20,8 @@ from ..identities import (
     Selection,
     select,
 )
+from ..io.codecs import check_codec
 from ..io.decode import probe
-from ..io.encode import check_codec
 from ..plan import Plan, load_plan, save_plan
 from ..progress import ProgressSink
 from ..render import get_anonymizer

@@ -1,13 +1,10 @@
-"""Identities: tracks (and sampled face descriptors) in, ``Identity`` records out (next: plan).
+"""The user's choice of people: --keep/--only photos or identity ids, applied per track, failing closed.
 
-During analyze, ``DescriptorSampler`` embeds a sample of the detections (every few frames, faces
-large and confident enough) on the frames the detector already has in memory — no extra decode.
-Each track then gets the mean descriptor of its best samples (large, confident, frontal). Tracks
-are linked across cuts into identities by average-linkage clustering under cannot-link
-constraints (two tracks visible in the same frame are two people) with the L2 threshold of the
-recognizer (calibrated on LFW); identity ids follow first appearance. ``select`` applies the
-user's choice (--keep/--only photos or identity ids) and fails closed: a face that cannot be
-identified reliably is anonymized.
+Input: a plan's tracks and identities, and a ``Selection`` (photos, ids). Output: the identities with
+their actions and a ``SelectionReport`` (which tracks stay visible and why, photos that matched
+nobody). Next: render. A track stays visible only when its own descriptor is reliable and close to
+the chosen person, never merely because it was linked to someone kept: a face that cannot be
+identified reliably (small, dark, in profile) is anonymized.
 """
 
 from __future__ import annotations
@@ -20,275 +17,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import IdentityConfig
-from .errors import InputError
-from .types import FrameDetections, Identity, Track
+from ..config import DetectConfig, IdentityConfig
+from ..errors import ConfigError, InputError
+from ..types import Identity, Track
+from .descriptors import frontality
+from .link import descriptor_distances, seen_together
 
 log = logging.getLogger(__name__)
 
 
-def frontality(landmarks: np.ndarray | None, count: int) -> np.ndarray:
-    """Per sample, 1 for a frontal face down to 0 for a profile, from 5-point landmarks.
-
-    A turned head moves the nose towards one eye (in image x); a face that is upside down or whose
-    landmarks are nonsense (nose not between eyes and mouth in y) counts half. Without landmarks
-    every sample gets a neutral 0.5, so size and score decide.
-    """
-    if landmarks is None or len(landmarks) != count:
-        return np.full(count, 0.5)
-    lm = np.asarray(landmarks, np.float64)
-    le, re, nose = lm[:, 0], lm[:, 1], lm[:, 2]
-    dx = re[:, 0] - le[:, 0]
-    ok = dx > 1e-3
-    t = np.where(ok, (nose[:, 0] - le[:, 0]) / np.where(ok, dx, 1.0), 0.0)
-    f = np.where(ok, np.clip(1.0 - 2.0 * np.abs(t - 0.5), 0.0, 1.0), 0.0)
-    eye_y = (le[:, 1] + re[:, 1]) / 2
-    mouth_y = (lm[:, 3, 1] + lm[:, 4, 1]) / 2
-    upright = (eye_y < nose[:, 1]) & (nose[:, 1] < mouth_y)
-    return np.where(upright, f, 0.5 * f)
-
-
-# The eyes-to-mouth area of a 150x150 chip (embed.CHIP_TEMPLATE: eyes at y 46, mouth at y 105).
-_CONTRAST_AREA = (slice(35, 125), slice(35, 115))
-
-
-def chip_contrast(chip: np.ndarray) -> float:
-    """Grey-level standard deviation (0..255 scale) of a chip's eyes-to-mouth area.
-
-    Why: a face in deep shadow or a dim, defocused crowd gives an almost uniform chip, and the
-    recognizer maps all such chips close to each other (two black faces measure ~0.1 apart, a
-    "same person" by far). Those descriptors say "dark", not "who". On LFW photos the 1st
-    percentile is ~22; the dim audience of hamilton_stage.mp4 is 1-9.
-    """
-    grey = chip[_CONTRAST_AREA].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return float(grey.std())
-
-
-def quality(box: np.ndarray, score: float, landmarks: np.ndarray | None) -> float:
-    """How useful a face sample is for recognition: size x confidence x frontality."""
-    size = float(min(box[2] - box[0], box[3] - box[1]))
-    frontal = 1.0 if landmarks is None else float(frontality(landmarks[None], 1)[0])
-    return size * score * (0.3 + 0.7 * frontal)
-
-
-class DescriptorSampler:
-    """Embeds sampled detections during the analyze pass; keyed by (frame, detection index)."""
-
-    def __init__(self, cfg: IdentityConfig, embedder: object | None = None) -> None:
-        from .embed import FaceEmbedder, align_faces
-
-        self.cfg = cfg
-        self.embedder = embedder or FaceEmbedder(recognizer=cfg.recognizer)
-        self._align = align_faces
-        self._chips: list[np.ndarray] = []
-        self._keys: list[tuple[int, int]] = []
-        self.samples: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
-        self._quality: dict[tuple[int, int], float] = {}
-
-    def add(self, image: np.ndarray, det: FrameDetections, scale: float, threshold: float) -> None:
-        """Queue the faces of one analyzed frame (``image`` is the detector's scaled frame)."""
-        if det.frame_index % self.cfg.every or det.landmarks is None or not len(det):
-            return
-        for i in range(len(det)):
-            box = det.boxes[i]
-            if det.scores[i] < threshold or min(box[2] - box[0], box[3] - box[1]) < self.cfg.min_identity_face:
-                continue
-            if frontality(det.landmarks[i : i + 1], 1)[0] < self.cfg.min_frontality:
-                continue  # beyond a three-quarter view descriptors drift towards everyone (hamilton: 0.47-0.57 to strangers)
-            chip = self._align(image, det.landmarks[i : i + 1] * scale)[0]
-            if chip_contrast(chip) < self.cfg.min_contrast:
-                continue  # too dark or flat to say who it is: never linked, never kept
-            key = (det.frame_index, i)
-            self._chips.append(chip)
-            self._keys.append(key)
-            self._quality[key] = quality(box, float(det.scores[i]), det.landmarks[i])
-        if len(self._chips) >= 32:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._chips:
-            vecs = self.embedder.embed(np.stack(self._chips))  # type: ignore[attr-defined]
-            for key, v in zip(self._keys, vecs):
-                self.samples[key] = (v.astype(np.float32), self._quality[key])
-            self._chips.clear()
-            self._keys.clear()
-
-    def track_embedding(self, frames: Sequence[int], det_indices: Sequence[int]) -> tuple[np.ndarray | None, int]:
-        """Mean descriptor of a track's best samples, and how many were averaged."""
-        self.flush()
-        got = [self.samples[(f, i)] for f, i in zip(frames, det_indices) if (f, i) in self.samples]
-        if len(got) < self.cfg.min_samples:
-            return None, 0
-        got.sort(key=lambda s: -s[1])
-        best = np.stack([v for v, _ in got[: self.cfg.max_samples]])
-        return best.mean(axis=0).astype(np.float32), len(best)
-
-
-# Tracklet stitching (see ``stitch_tracks``): how long a face may be lost inside a shot, and how far
-# (in face widths) it may have moved meanwhile, growing with the gap (camera pans, people moving).
-STITCH_MAX_GAP = 15
-# The gap is counted between the two tracks' detections less this slack: the constants were tuned
-# when every track ended 4 frames after its last detection (TrackConfig.extend), before track ends
-# could be held much further (smooth.plan_ends).
-STITCH_SLACK = 8
-STITCH_BASE_WIDTHS = 1.0
-STITCH_WIDTHS_PER_FRAME = 0.1
-
-
-def _seen(t: Track) -> np.ndarray:
-    """Indices of a track's detected samples (all of them if none is marked detected)."""
-    idx = np.flatnonzero(t.observed)
-    return idx if len(idx) else np.arange(len(t.frames))
-
-
-def stitch_tracks(tracks: Sequence[Track]) -> list[list[int]]:
-    """Chains of track indices that are one face lost and found again inside a shot.
-
-    Why: the detector loses dark, small and turned faces for a few frames (hamilton_stage.mp4's
-    audience during a pan, a profile leaving and re-entering), so the tracker starts a new track.
-    Those faces are exactly the ones without a usable descriptor, so linking cannot join them.
-    Here a track joins the one that ended shortly before in the same shot (at most
-    ``STITCH_MAX_GAP`` frames) near where it ended (centre distance within
-    ``STITCH_BASE_WIDTHS + STITCH_WIDTHS_PER_FRAME * gap`` face widths, sizes within 1.5x),
-    greedily by normalized distance, one successor per track.
-
-    Only tracks WITHOUT a descriptor are stitched: a stitch is a guess by position, and a guessed
-    join into an identifiable identity could carry someone else's face into a person the user
-    keeps. Unidentifiable chains stay unidentifiable, so ``select`` still anonymizes them.
-    """
-    cands: list[tuple[float, int, int]] = []
-    for a, ta in enumerate(tracks):
-        if ta.embedding is not None:
-            continue
-        # from the last detection of one to the first of the other: held track ends
-        # (smooth.plan_ends) may reach far past a detection, into the next track
-        la = int(_seen(ta)[-1])
-        last_a, box_a = int(ta.frames[la]), ta.boxes[la]
-        wa = float(box_a[2] - box_a[0])
-        ca = (box_a[:2] + box_a[2:]) / 2
-        for b, tb in enumerate(tracks):
-            fb = int(_seen(tb)[0])
-            gap = max(0, int(tb.frames[fb]) - last_a - 1 - STITCH_SLACK) if int(tb.frames[fb]) > last_a else -1
-            if tb.embedding is not None or tb.shot_index != ta.shot_index or not 0 <= gap <= STITCH_MAX_GAP:
-                continue
-            box_b = tb.boxes[fb]
-            wb = float(box_b[2] - box_b[0])
-            if min(wa, wb) <= 0 or max(wa, wb) / min(wa, wb) > 1.5:
-                continue
-            moved = float(np.linalg.norm((box_b[:2] + box_b[2:]) / 2 - ca)) / ((wa + wb) / 2)
-            if moved <= STITCH_BASE_WIDTHS + STITCH_WIDTHS_PER_FRAME * gap:
-                cands.append((moved, a, b))
-    succ: dict[int, int] = {}
-    pred: dict[int, int] = {}
-    for _, a, b in sorted(cands):
-        if a not in succ and b not in pred:
-            succ[a], pred[b] = b, a
-    chains = []
-    for start in range(len(tracks)):
-        if start in pred:
-            continue
-        chain = [start]
-        while chain[-1] in succ:
-            chain.append(succ[chain[-1]])
-        chains.append(chain)
-    return chains
-
-
-def seen_together(tracks: Sequence[Track]) -> np.ndarray:
-    """(n, n) bool: tracks detected in one frame, hence two people (a cannot-link)."""
-    n = len(tracks)
-    out = np.zeros((n, n), bool)
-    spans = [set(t.frames[t.observed].tolist()) for t in tracks]
-    for a in range(n):
-        for b in range(a + 1, n):
-            if tracks[a].start < tracks[b].end and tracks[b].start < tracks[a].end and spans[a] & spans[b]:
-                out[a, b] = out[b, a] = True
-    return out
-
-
-def descriptor_distances(tracks: Sequence[Track]) -> np.ndarray:
-    """(n, n) L2 distances between track descriptors; inf where either track has none."""
-    n = len(tracks)
-    dist = np.full((n, n), np.inf, np.float32)
-    usable = [i for i, t in enumerate(tracks) if t.embedding is not None]
-    if usable:
-        vecs = np.stack([tracks[i].embedding for i in usable])  # type: ignore[misc]
-        dist[np.ix_(usable, usable)] = np.linalg.norm(vecs[:, None, :] - vecs[None, :, :], axis=2)
-    return dist
-
-
-LINKAGES = ("complete", "average")
-
-
-def link_tracks(tracks: Sequence[Track], threshold: float, stitch: bool = True, linkage: str = "complete") -> list[list[int]]:
-    """Group track indices into people: stitched chains first (``stitch_tracks``), then
-    agglomerative clustering on descriptors, never merging tracks seen together.
-
-    Complete linkage (the default) merges two groups only when EVERY pair of their tracks is within
-    ``threshold``: average linkage chained a father and two look-alike sons into one identity
-    through their closest pairs, and a --keep of that identity exposed the children. A person split
-    in two costs a review click; two people merged can expose one of them.
-    """
-    if linkage not in LINKAGES:
-        raise ValueError(f"linkage must be one of {LINKAGES}")
-    clusters: list[list[int]] = stitch_tracks(tracks) if stitch else [[i] for i in range(len(tracks))]
-    if sum(t.embedding is not None for t in tracks) < 2:
-        return clusters
-    dist = descriptor_distances(tracks).astype(np.float64)
-    conflict = seen_together(tracks)
-    k = len(clusters)
-    # cluster-level matrices: complete keeps the largest distance, average the sum (and sizes)
-    member = np.zeros((k, len(tracks)), np.float64)
-    for c, members in enumerate(clusters):
-        member[c, members] = 1.0
-    with np.errstate(invalid="ignore"):
-        finite = np.where(np.isfinite(dist), dist, 0.0)
-        sums = member @ finite @ member.T
-        infs = member @ (~np.isfinite(dist)).astype(np.float64) @ member.T
-    worst = np.full((k, k), np.inf)
-    usable = [c for c, members in enumerate(clusters) if all(tracks[i].embedding is not None for i in members)]
-    for a, x in enumerate(usable):
-        for y in usable[a + 1 :]:
-            worst[x, y] = worst[y, x] = dist[np.ix_(clusters[x], clusters[y])].max()
-    blocked = (member @ conflict.astype(np.float64) @ member.T) > 0
-    sizes = member.sum(axis=1)
-    alive = np.ones(k, bool)
-    np.fill_diagonal(blocked, True)
-    while True:
-        if linkage == "complete":
-            score = worst.copy()
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                score = np.where(infs > 0, np.inf, sums / np.outer(sizes, sizes))
-        score[blocked | ~alive[:, None] | ~alive[None, :]] = np.inf
-        x, y = np.unravel_index(int(np.argmin(score)), score.shape)
-        if not score[x, y] < threshold:
-            break
-        x, y = min(x, y), max(x, y)
-        clusters[x] = clusters[x] + clusters[y]
-        alive[y] = False
-        worst[x, :] = worst[:, x] = np.maximum(worst[x], worst[y])
-        sums[x, :] = sums[:, x] = sums[x] + sums[y]
-        infs[x, :] = infs[:, x] = infs[x] + infs[y]
-        blocked[x, :] = blocked[:, x] = blocked[x] | blocked[y]
-        blocked[x, x] = True
-        sizes[x] += sizes[y]
-    return [c for c, ok in zip(clusters, alive) if ok]
-
-
-def build_identities(tracks: Sequence[Track], threshold: float, stitch: bool = True, linkage: str = "complete") -> list[Identity]:
-    """Identities from linked tracks, numbered by first appearance, all anonymized."""
-    groups = link_tracks(tracks, threshold, stitch, linkage)
-    groups.sort(key=lambda g: min((tracks[i].start, tracks[i].track_id) for i in g))
-    return [Identity(n, tuple(sorted(tracks[i].track_id for i in g)), "anonymize", f"person {n}") for n, g in enumerate(groups)]
-
-
-def identities_from_tracks(tracks: Sequence[Track]) -> list[Identity]:
-    """One anonymized identity per track (when descriptors are unavailable)."""
-    return build_identities(tracks, threshold=0.0, stitch=False)
-
-
-# -- choosing people ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Selection:
     """What the user asked: reference photos or identity ids to keep, or the only ones to hide."""
@@ -360,9 +97,8 @@ def reference_descriptors(
     descriptors they are compared with). A photo must show one person: several faces of similar
     size are an error unless the photo is given as ``photo.png:N`` (``photo_face``); a wrong guess
     would keep someone else visible."""
-    from .config import DetectConfig
-    from .detect import create_detector
-    from .embed import FaceEmbedder, align_faces
+    from ..detect import create_detector
+    from ..embed import FaceEmbedder, align_faces
 
     embedder = embedder or FaceEmbedder(recognizer=recognizer)
     detector = detector or create_detector(DetectConfig())
@@ -678,8 +414,6 @@ def load_selection(
 ) -> Selection:
     """Validate the CLI's choice flags (photos must exist; --keep and --only exclude each other)."""
     if (keep or keep_ids) and (only or only_ids):
-        from .errors import ConfigError
-
         raise ConfigError("--keep/--keep-identity and --only/--only-identity cannot be combined; use one kind")
     for spec in (*keep, *only):
         if not photo_face(str(spec))[0].is_file():
