@@ -1,11 +1,13 @@
-"""Speed benchmark: ``deid-edit run`` versus the transcode floor, per clip, in one process run.
+"""Speed benchmark: ``deid-edit run`` (streaming, and ``--two-pass``) versus the transcode floor.
 
 The floor is a plain PyAV decode + encode of the same clip with the same codec settings (our
 ``VideoWriter`` fed the decoded frames unchanged, audio copied): no detection, no anonymizing.
-Timings are never asserted anywhere; compare the ratio column, measured back to back on the same
-machine. Usage:
+Each run is a child process; its peak resident memory (``ru_maxrss``) is reported beside its time.
+Timings are never asserted anywhere; compare the ratio columns, measured back to back on the same
+machine. ``--concat N`` first joins N copies of each clip (packets copied, no re-encode) to show
+that streaming memory does not grow with the length. Usage:
 
-    python benchmarks/speed.py [CLIP ...] [--preset medium] [--mode blur] [--repeat 1]
+    python benchmarks/speed.py [CLIP ...] [--preset medium] [--mode blur] [--repeat 1] [--concat N] [--no-two-pass]
 
 Clips are names in ../shared/footage or paths; default: the three clips of the core-engine issue.
 """
@@ -47,14 +49,43 @@ def transcode_floor(src: Path, dst: Path, cfg: EncodeConfig) -> float:
     return time.perf_counter() - t0
 
 
-def deid_run(src: Path, dst: Path, extra: list[str]) -> float:
+def deid_run(src: Path, dst: Path, extra: list[str]) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of one ``deid-edit run`` in a child process."""
     t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "deid_edit", "run", str(src), "-o", str(dst), "--force", "--progress", "none", "-q", *extra],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
+    cmd = [sys.executable, "-m", "deid_edit", "run", str(src), "-o", str(dst), "--force", "--progress", "none", "-q", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with {proc.returncode}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def concat(src: Path, dst: Path, copies: int) -> Path:
+    """``copies`` of ``src`` one after the other (video and audio packets copied, timestamps shifted)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = [s for s in inp.streams if s.type in ("video", "audio")]
+        outs = {s.index: out.add_stream_from_template(s) for s in streams}
+        span: dict[int, int] = {}
+        packets = []
+        for p in inp.demux(streams):
+            if p.dts is None:
+                continue
+            packets.append(p)
+            end = (p.pts if p.pts is not None else p.dts) + (p.duration or 0)
+            span[p.stream.index] = max(span.get(p.stream.index, 0), end)
+        for k in range(copies):
+            for p in packets:
+                shift = k * span[p.stream.index]
+                q = av.Packet(bytes(p))
+                q.pts = None if p.pts is None else p.pts + shift
+                q.dts = p.dts + shift
+                q.duration = p.duration
+                q.time_base = p.time_base
+                q.is_keyframe = p.is_keyframe
+                q.stream = outs[p.stream.index]
+                out.mux(q)
+    return dst
 
 
 def main() -> None:
@@ -63,6 +94,8 @@ def main() -> None:
     ap.add_argument("--preset", default=None, help="encoder preset for both (default: the engine's)")
     ap.add_argument("--mode", default="blur")
     ap.add_argument("--repeat", type=int, default=1, help="take the best of N runs of each")
+    ap.add_argument("--concat", type=int, default=1, help="join N copies of each clip first (memory over length)")
+    ap.add_argument("--no-two-pass", action="store_true", help="time the streaming run only")
     args = ap.parse_args()
     extra = ["--mode", args.mode] + (["--preset", args.preset] if args.preset else [])
     cfg = EncodeConfig(preset=args.preset, force=True)
@@ -70,16 +103,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.clips:
             src = Path(name) if os.path.exists(name) else FOOTAGE / name
+            if args.concat > 1:
+                src = concat(src, Path(tmp) / f"{src.stem}_x{args.concat}{src.suffix}", args.concat)
             info = probe(src)
             floor = min(transcode_floor(src, Path(tmp) / f"floor{src.suffix}", cfg) for _ in range(args.repeat))
-            run = min(deid_run(src, Path(tmp) / f"run{src.suffix}", extra) for _ in range(args.repeat))
-            rows.append((src.name, f"{info.width}x{info.height}", info.frame_count, run, floor, run / floor, info.frame_count / run))
+            stream = min(deid_run(src, Path(tmp) / f"run{src.suffix}", extra) for _ in range(args.repeat))
+            two = (float("nan"), float("nan"))
+            if not args.no_two_pass:
+                two = min(deid_run(src, Path(tmp) / f"two{src.suffix}", [*extra, "--two-pass"]) for _ in range(args.repeat))
+            rows.append((src.name, f"{info.width}x{info.height}", info.frame_count, floor, stream, two))
     print(f"mode={args.mode} preset={args.preset or 'default'} cpus={os.cpu_count()}")
-    head = f"| {'clip':32} | {'size':9} | {'frames':6} | {'run s':7} | {'floor s':7} | {'ratio':5} | {'run fps':7} |"
+    head = (
+        f"| {'clip':36} | {'size':9} | {'frames':6} | {'floor s':7} | {'stream s':8} | {'ratio':5} | {'MiB':5} "
+        f"| {'2-pass s':8} | {'ratio':5} | {'MiB':5} |"
+    )
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    for clip, size, n, run, floor, ratio, fps in rows:
-        print(f"| {clip:32} | {size:9} | {n:6d} | {run:7.1f} | {floor:7.1f} | {ratio:5.2f} | {fps:7.1f} |")
+    for clip, size, n, floor, (s_t, s_m), (t_t, t_m) in rows:
+        print(
+            f"| {clip:36} | {size:9} | {n:6d} | {floor:7.1f} | {s_t:8.1f} | {s_t / floor:5.2f} | {s_m:5.0f} "
+            f"| {t_t:8.1f} | {t_t / floor:5.2f} | {t_m:5.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
     "force": (("encode", "force"),),
     "keep_metadata": (("encode", "keep_metadata"),),
 }
+# streaming run: seconds a frame may wait for the end of its shot; longer than every hold of the
+# track ends (hold_cut, bridge, hold_edge: 1 s at most)
+DEFAULT_LOOKAHEAD = 5.0
 # flags whose click name is not the field's name
 FLAG_SPELLING = {"max_side": "--det-size", "cut_list": "--shots-from"}
 

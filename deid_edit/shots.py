@@ -59,17 +59,36 @@ class ShotDetector:
             self.cuts.extend(int(tc.frame_num) for tc in detector.process_frame(tc_now, bgr))
         self.last = index
 
+    def merged(self) -> list[int]:
+        """The cuts found so far, one per transition (both detectors may fire on one)."""
+        merged: list[int] = []
+        for cut in sorted(set(self.cuts)):
+            if not merged or cut - merged[-1] >= self.cfg.min_shot_len:
+                merged.append(cut)
+        return merged
+
+    def settled(self) -> int:
+        """Frames before this index can gain no new cut: streaming may track and render them.
+
+        The adaptive detector reports a cut ``window_width`` frames after it; the fade detector
+        reports one when the picture comes back, placed inside the black stretch, so while the
+        picture is black nothing from the fade's start on is settled. Cuts come out in order, and
+        ``merged`` keeps earlier cuts whatever comes later, so a settled shot never changes."""
+        if not self.cfg.enabled:
+            return self.last + 1
+        settled = self.last + 1 - int(getattr(self.detector, "window_width", 2))
+        fade = getattr(self.fades, "last_fade", None)
+        if fade and fade.get("type") == "out" and fade.get("frame") is not None:
+            settled = min(settled, int(fade["frame"].frame_num))
+        return max(0, settled)
+
     def finish(self, frame_count: int) -> list[Shot]:
         """Close detection and return the shots covering [0, frame_count)."""
         if self.cfg.enabled and self.last >= 0:
             tc_end = FrameTimecode(self.last, fps=self.fps)
             for detector in (self.detector, self.fades):
                 self.cuts.extend(int(tc.frame_num) for tc in detector.post_process(tc_end))
-        merged: list[int] = []
-        for cut in sorted(set(self.cuts)):  # the two detectors may both fire on one transition
-            if not merged or cut - merged[-1] >= self.cfg.min_shot_len:
-                merged.append(cut)
-        return shots_from_cuts(merged, frame_count)
+        return shots_from_cuts(self.merged(), frame_count)
 
 
 def shots_from_cuts(cuts: list[int], frame_count: int) -> list[Shot]:

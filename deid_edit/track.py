@@ -12,6 +12,7 @@ noise still starts nothing. Tracks never cross a shot boundary.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -73,58 +74,88 @@ class Tracker:
 
     def track_shot(self, shot: Shot, detections: Sequence[FrameDetections]) -> list[RawTrack]:
         """Tracks of one shot; ``detections`` are indexed by frame index."""
-        active: list[RawTrack] = []
-        done: list[RawTrack] = []
+        self.begin(shot.index)
         for f in range(shot.start, shot.end):
-            det = detections[f]
-            preds = np.array([t.predict(f) for t in active], np.float32).reshape(-1, 4)
-            high = np.nonzero(det.scores >= self.high)[0]
-            low = np.nonzero(det.scores < self.high)[0]
-            matched_tracks: set[int] = set()
-            used_high: set[int] = set()
-            # confident tracks choose first, so a weak track (often a looser duplicate box of a
-            # face already followed) can never take a face's detection from its own track
-            for want in (True, False):
-                rows = [i for i in range(len(active)) if active[i].confident == want]
-                cols = [c for c in range(len(high)) if c not in used_high]
-                for r, c in greedy_match(iou_matrix(preds[rows], det.boxes[high[cols]]), self.cfg.iou_match):
-                    self._add(active[rows[r]], f, det, int(high[cols[c]]))
-                    matched_tracks.add(rows[r])
-                    used_high.add(cols[c])
-            for r in matched_tracks:
-                active[r].confident = True
-            rest = [i for i in range(len(active)) if i not in matched_tracks]
-            used_low: set[int] = set()
-            if rest and len(low):
-                iou = iou_matrix(preds[rest], det.boxes[low])
-                # a confident track only takes the upper low band: the weakest boxes are looser and
-                # would drag it off the face (and split it); they may only make weak tracks
-                confident = np.array([active[i].confident for i in rest])
-                iou[np.ix_(confident, det.scores[low] < self.continue_min)] = 0.0
-                for r, c in greedy_match(iou, self.cfg.iou_match):
-                    self._add(active[rest[r]], f, det, int(low[c]))
-                    matched_tracks.add(rest[r])
-                    used_low.add(c)
-            births = [(int(i), True) for c, i in enumerate(high) if c not in used_high]
-            if self.cfg.weak_hits and len(low):
-                # a leftover low-score box on a face some track already follows is a duplicate, not a face
-                near = np.concatenate([preds, det.boxes[high]])
-                taken = iou_matrix(det.boxes[low], near).max(axis=1) if len(near) else np.zeros(len(low))
-                # so is a tiny one: at low score, boxes far under --min-face are texture (a lamp, a pattern)
-                sides = np.minimum(det.boxes[low, 2] - det.boxes[low, 0], det.boxes[low, 3] - det.boxes[low, 1])
-                fresh = (taken < self.cfg.iou_match) & (sides >= self.weak_min_side)
-                births += [(int(i), False) for c, i in enumerate(low) if c not in used_low and fresh[c]]
-            for i, confident in births:
-                t = RawTrack(self.next_id, shot.index, confident=confident)
-                self.next_id += 1
-                self._add(t, f, det, i)
-                active.append(t)
-            still = []
-            for t in active:
-                (still if f - t.frames[-1] <= self.cfg.max_gap else done).append(t)
-            active = still
-        done.extend(active)
-        return [t for t in done if self._keep(t)]
+            self.step(f, detections[f])
+        return self.end()
+
+    def begin(self, shot_index: int) -> None:
+        """Start a shot: no track continues across a cut. ``step`` then takes its frames in order."""
+        self.shot_index = shot_index
+        self.active: list[RawTrack] = []
+        self.done: list[RawTrack] = []
+
+    def end(self) -> list[RawTrack]:
+        """Close the shot: its confirmed tracks (as ``track_shot`` returns them)."""
+        tracks = [t for t in [*self.done, *self.active] if self._keep(t)]
+        self.active, self.done = [], []
+        return tracks
+
+    def so_far(self, since: int = 0) -> list[RawTrack]:
+        """The confirmed tracks of the open shot up to the last frame stepped, as if it ended there,
+        holding only their observations from frame ``since`` on (copies: stepping on changes nothing
+        returned). Streaming renders from these ahead of the cut; ``since`` keeps the cost of a
+        long shot (a live camera) bounded by the window instead of growing with the shot."""
+        out = []
+        for t in [*self.done, *self.active]:
+            if not self._keep(t) or t.frames[-1] < since:
+                continue
+            c = copy.copy(t)
+            k = next(i for i, f in enumerate(t.frames) if f >= since)
+            c.frames, c.boxes, c.scores = t.frames[k:], t.boxes[k:], t.scores[k:]
+            c.landmarks, c.det_indices = t.landmarks[k:], t.det_indices[k:]
+            out.append(c)
+        return out
+
+    def step(self, f: int, det: FrameDetections) -> None:
+        """Associate frame ``f``'s detections with the open shot's tracks (frames in order)."""
+        active = self.active
+        preds = np.array([t.predict(f) for t in active], np.float32).reshape(-1, 4)
+        high = np.nonzero(det.scores >= self.high)[0]
+        low = np.nonzero(det.scores < self.high)[0]
+        matched_tracks: set[int] = set()
+        used_high: set[int] = set()
+        # confident tracks choose first, so a weak track (often a looser duplicate box of a
+        # face already followed) can never take a face's detection from its own track
+        for want in (True, False):
+            rows = [i for i in range(len(active)) if active[i].confident == want]
+            cols = [c for c in range(len(high)) if c not in used_high]
+            for r, c in greedy_match(iou_matrix(preds[rows], det.boxes[high[cols]]), self.cfg.iou_match):
+                self._add(active[rows[r]], f, det, int(high[cols[c]]))
+                matched_tracks.add(rows[r])
+                used_high.add(cols[c])
+        for r in matched_tracks:
+            active[r].confident = True
+        rest = [i for i in range(len(active)) if i not in matched_tracks]
+        used_low: set[int] = set()
+        if rest and len(low):
+            iou = iou_matrix(preds[rest], det.boxes[low])
+            # a confident track only takes the upper low band: the weakest boxes are looser and
+            # would drag it off the face (and split it); they may only make weak tracks
+            confident = np.array([active[i].confident for i in rest])
+            iou[np.ix_(confident, det.scores[low] < self.continue_min)] = 0.0
+            for r, c in greedy_match(iou, self.cfg.iou_match):
+                self._add(active[rest[r]], f, det, int(low[c]))
+                matched_tracks.add(rest[r])
+                used_low.add(c)
+        births = [(int(i), True) for c, i in enumerate(high) if c not in used_high]
+        if self.cfg.weak_hits and len(low):
+            # a leftover low-score box on a face some track already follows is a duplicate, not a face
+            near = np.concatenate([preds, det.boxes[high]])
+            taken = iou_matrix(det.boxes[low], near).max(axis=1) if len(near) else np.zeros(len(low))
+            # so is a tiny one: at low score, boxes far under --min-face are texture (a lamp, a pattern)
+            sides = np.minimum(det.boxes[low, 2] - det.boxes[low, 0], det.boxes[low, 3] - det.boxes[low, 1])
+            fresh = (taken < self.cfg.iou_match) & (sides >= self.weak_min_side)
+            births += [(int(i), False) for c, i in enumerate(low) if c not in used_low and fresh[c]]
+        for i, confident in births:
+            t = RawTrack(self.next_id, self.shot_index, confident=confident)
+            self.next_id += 1
+            self._add(t, f, det, i)
+            active.append(t)
+        still = []
+        for t in active:
+            (still if f - t.frames[-1] <= self.cfg.max_gap else self.done).append(t)
+        self.active = still
 
     def _keep(self, t: RawTrack) -> bool:
         """Confirmation: a confident track needs ``min_hits`` (one very sure detection is enough);

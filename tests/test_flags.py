@@ -19,8 +19,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deid_edit"
 NOT_SETTINGS = {
     "video", "output", "save_plan", "otio_path", "progress_kind", "plan_path", "in_dir", "out_dir", "jobs",
     "keep", "only", "keep_identity", "only_identity",
+    "lookahead", "two_pass",  # how run schedules its stages, not a stage's setting
+    "source", "dest", "latency", "when_late", "input_format", "idle_timeout",  # live's own
 }  # fmt: skip
-STAGE_COMMANDS = ("run", "analyze", "render", "batch")
+STAGE_COMMANDS = ("run", "analyze", "render", "batch", "live")
 
 
 def _params(name: str) -> set[str]:

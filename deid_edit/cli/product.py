@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .. import sidecars
-from ..config import AnalyzeConfig, encode_config, render_config
+from ..config import DEFAULT_LOOKAHEAD, AnalyzeConfig, encode_config, render_config
 from ..progress import JsonProgress, ProgressSink
 from .common import (
     _finish,
@@ -46,13 +46,34 @@ otio_option = click.option(
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default VIDEO.anon.EXT).")
 @click.option("--save-plan", type=click.Path(path_type=Path), help="Also write the plan here.")
+@click.option(
+    "--lookahead",
+    type=click.FloatRange(0.5, 600),
+    default=DEFAULT_LOOKAHEAD,
+    show_default=True,
+    help="Seconds a frame may wait for the end of its shot before it is rendered (one decode; memory grows with it).",
+)
+@click.option(
+    "--two-pass",
+    is_flag=True,
+    help="Analyze the whole video, then render (decodes twice). Also used with --keep-identity, --only-identity, --only or a saved plan.",
+)
 @otio_option
 @analyze_options
 @render_options
 @selection_options
 @encode_options
 @verbosity_options
-def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Path | None, progress_kind: str, **opts: Any) -> None:
+def run(
+    video: Path,
+    output: Path | None,
+    save_plan: Path | None,
+    lookahead: float,
+    two_pass: bool,
+    otio_path: Path | None,
+    progress_kind: str,
+    **opts: Any,
+) -> None:
     """Analyze and anonymize VIDEO (or a photo: JPEG, PNG, WebP, TIFF, HEIC) in one go."""
     from ..photo import is_photo
     from ..pipeline import run as run_pipeline
@@ -81,6 +102,8 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
         selection=selection,
         on_selection=lambda p, r: heard.update(plan=p, report=r),
         reuse_plan=sidecars.plan_path(video),
+        lookahead=lookahead,
+        two_pass=two_pass,
     )
     extra = _write_otio(otio_path, video, out, plan, rcfg.mode, save_plan, ecfg.force)
     extra.update(_tell_kept(video, out, heard, selection, progress, progress_kind))
@@ -90,6 +113,68 @@ def run(video: Path, output: Path | None, save_plan: Path | None, otio_path: Pat
     line = result_line(plan, out, rcfg.mode)
     done = {"faces": len(plan.identities), "tracks": len(plan.tracks), "kept": kept, "frames": plan.frame_count}
     _finish(progress, progress_kind, out, line, **done, metadata_removed=removed, **extra)
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("dest")
+@click.option(
+    "--latency",
+    type=click.FloatRange(0.2, 30),
+    default=1.0,
+    show_default=True,
+    help="Seconds between a frame arriving and leaving: the tracker's look ahead (more covers faces better).",
+)
+@click.option(
+    "--when-late",
+    type=click.Choice(["blur", "drop"]),
+    default="blur",
+    show_default=True,
+    help="A frame the analysis cannot reach in time is sent fully blurred, or dropped; never as it came.",
+)
+@click.option("--input-format", help="FFmpeg input format of SOURCE (v4l2, avfoundation, dshow); guessed otherwise.")
+@click.option(
+    "--idle-timeout", type=click.FloatRange(0.5, 600), default=5.0, show_default=True, help="Stop when SOURCE sends nothing this long."
+)
+@analyze_options
+@render_options
+@selection_options
+@encode_options
+@verbosity_options
+def live(
+    source: str, dest: str, latency: float, when_late: str, input_format: str | None, idle_timeout: float, progress_kind: str, **opts: Any
+) -> None:
+    """Anonymize live video at a fixed latency until SOURCE ends (or Ctrl-C).
+
+    SOURCE: a camera (/dev/video0, avfoundation:0, dshow:video=NAME), a udp:// srt:// rtsp:// rtmp://
+    URL, or a file (played at its own rate). DEST: a file (.ts, .mkv, .mp4) or a udp:// srt:// rtmp://
+    URL. Identities across cuts need the whole video: use 'run' for files you can wait for."""
+    from ..pipeline.live import live as live_pipeline
+    from ..pipeline.selection import selection_references
+
+    selection = _selection(opts)
+    if selection and (selection.keep_ids or selection.only_ids or selection.only_photos):
+        raise click.UsageError("live video can keep people by photo (--keep) only: identity ids and --only need the whole video")
+    acfg = AnalyzeConfig.from_options(**opts)
+    rcfg, ecfg = render_config(**opts), encode_config(**opts)
+    _warn_review_mode(rcfg.mode)
+    refs = selection_references(selection, acfg.identity.recognizer)
+    progress = make_progress(progress_kind)
+    stats = live_pipeline(
+        source,
+        dest,
+        acfg,
+        rcfg,
+        ecfg,
+        latency=latency,
+        when_late=when_late,
+        progress=progress,
+        input_format=input_format,
+        selection=selection,
+        refs=refs,
+        idle_timeout=idle_timeout,
+    )
+    _finish(progress, progress_kind, Path(dest), f"{stats.summary()}: {dest}", **stats.as_dict())
 
 
 def _run_photo(photo: Path, out: Path, acfg: Any, rcfg: Any, ecfg: Any, selection: Any, progress_kind: str) -> None:

@@ -20,6 +20,7 @@ from .select import (
     photo_face,
     reference_descriptors,
     select,
+    split_identities,
 )
 
 __all__ = [
@@ -41,5 +42,6 @@ __all__ = [
     "reference_descriptors",
     "seen_together",
     "select",
+    "split_identities",
     "stitch_tracks",
 ]

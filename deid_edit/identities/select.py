@@ -370,7 +370,7 @@ def select(
         )
         for k, t in enumerate(tracks)
     )
-    out, kept, anon = _split(identities, tracks, keep)
+    out, kept, anon = split_identities(identities, tracks, keep)
     unmatched: tuple[int, ...] = ()
     closest: tuple[float, ...] = ()
     if refs is not None:
@@ -384,7 +384,9 @@ def select(
     return out, SelectionReport(tuple(kept), tuple(anon), unreliable, choices, unmatched, closest)
 
 
-def _split(identities: Sequence[Identity], tracks: Sequence[Track], keep: dict[int, str]) -> tuple[list[Identity], list[int], list[int]]:
+def split_identities(
+    identities: Sequence[Identity], tracks: Sequence[Track], keep: dict[int, str]
+) -> tuple[list[Identity], list[int], list[int]]:
     """Identities with per-track decisions applied: kept tracks keep the id, others split off."""
     index = {t.track_id: k for k, t in enumerate(tracks)}
     next_id = max((i.identity_id for i in identities), default=-1) + 1

@@ -159,6 +159,8 @@ class VideoReader:
         self._container: av.container.InputContainer | None = None
         self.frames_decoded = 0
         self.frames_shown = 0
+        # streaming run writes the last copied packets after the decode ends: it closes the file itself
+        self.close_at_end = True
 
     # -- producer -------------------------------------------------------------------------
     def _put(self, item: object) -> bool:
@@ -187,7 +189,7 @@ class VideoReader:
             rgb = np.ascontiguousarray(np.rot90(rgb, k))
         return Frame(index, frame.pts, Fraction(frame.time_base or self.info.time_base), rgb, full)
 
-    def _run(self, raw: bool) -> None:
+    def _run(self, raw: bool | str) -> None:
         try:
             # closed by close() after the join: packets handed out still refer to its streams
             self._container = container = open_input(self.path)
@@ -212,7 +214,10 @@ class VideoReader:
                 if packet.size and not packet.is_discard:
                     shown += 1
                 for frame in packet.decode():
-                    item = (index, frame) if raw else self._convert(frame, index)
+                    if raw == "both":
+                        item = (index, frame, self._convert(frame, index))
+                    else:
+                        item = (index, frame) if raw else self._convert(frame, index)
                     index += 1
                     if not self._put(item):
                         return
@@ -223,13 +228,15 @@ class VideoReader:
                 expected = self.info.frame_count
             if index < expected:
                 raise DecodeError(
-                    f"{self.path}: only {index} of {expected} frames could be decoded "
-                    "(truncated or damaged file); re-copy or re-export it"
+                    f"{self.path}: only {index} of {expected} frames could be decoded (truncated or damaged file); re-copy or re-export it"
                 )
             if self.info.frame_count and index != self.info.frame_count and not self.expected_frames:
                 log.warning(
-                    "%s: the header counts %d frames, %d are shown (an edit list trims the rest); "
-                    "the output has the %d shown", self.path, self.info.frame_count, index, index,
+                    "%s: the header counts %d frames, %d are shown (an edit list trims the rest); the output has the %d shown",
+                    self.path,
+                    self.info.frame_count,
+                    index,
+                    index,
                 )
             self._put(_END)
         except av.FFmpegError as exc:
@@ -238,7 +245,7 @@ class VideoReader:
             self._put(exc)
 
     # -- consumer -------------------------------------------------------------------------
-    def _iterate(self, raw: bool) -> Iterator[object]:
+    def _iterate(self, raw: bool | str) -> Iterator[object]:
         self._thread = threading.Thread(target=self._run, args=(raw,), name="deid-decode", daemon=True)
         self._thread.start()
         try:
@@ -250,7 +257,7 @@ class VideoReader:
                     raise item
                 yield item
         finally:
-            self.close()
+            self.close(container=self.close_at_end)
 
     def frames(self) -> Iterator[Frame]:
         """Upright RGB frames, scaled by ``scale``."""
@@ -260,8 +267,14 @@ class VideoReader:
         """Raw decoded frames with their index, interleaved with packets of ``copy_streams``."""
         yield from self._iterate(raw=True)  # type: ignore[misc]
 
-    def close(self) -> None:
-        """Stop and join the decode thread (idempotent)."""
+    def analyzed_items(self) -> Iterator[tuple[int, av.VideoFrame, Frame] | av.Packet]:
+        """``items()`` with each decoded frame also converted for the analysis (upright, at ``scale``):
+        streaming ``run`` detects on the one and renders the other from one decode."""
+        yield from self._iterate(raw="both")  # type: ignore[misc]
+
+    def close(self, container: bool = True) -> None:
+        """Stop and join the decode thread, and close the file unless ``container`` is False
+        (packets handed out still refer to its streams). Idempotent."""
         self._stop.set()
         if self._thread is not None:
             while self._thread.is_alive():
@@ -270,6 +283,6 @@ class VideoReader:
                 except queue.Empty:
                     self._thread.join(timeout=0.05)
             self._thread = None
-        if self._container is not None:
+        if container and self._container is not None:
             self._container.close()
             self._container = None

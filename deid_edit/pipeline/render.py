@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 
@@ -22,10 +24,15 @@ from ..io.decode import VideoReader, open_input, probe, upright_k
 from ..io.encode import open_writer
 from ..plan import Plan, load_plan
 from ..progress import NullProgress, ProgressSink
-from ..render import get_anonymizer
+from ..render import Anonymizer, get_anonymizer
 from ..render.planes import apply_yuv420
 from ..render.shapes import to_coded
+from ..types import FaceRegion, VideoInfo
 from .selection import SelectionHook, apply_selection
+
+if TYPE_CHECKING:
+    from ..io.encode import VideoWriter
+    from ..io.threaded import ThreadedWriter
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,29 @@ def check_output(video: Path, output: Path, force: bool) -> Path:
     if not os.access(parent, os.W_OK):
         raise EncodeError(f"{output}: folder {parent} is not writable; choose a writable location")
     return output
+
+
+def render_frame(
+    frame: av.VideoFrame,
+    regions: Sequence[FaceRegion],
+    anonymizer: Anonymizer,
+    writer: VideoWriter | ThreadedWriter,
+    rcfg: RenderConfig,
+    k: int,
+    info: VideoInfo,
+) -> None:
+    """Anonymize one decoded frame's ``regions`` (upright coordinates) and hand it to the writer.
+
+    Frames and arrays go to the writer (maybe its thread) after their last change here."""
+    coded = to_coded(regions, k, info.coded_width, info.coded_height)
+    if regions and anonymizer.hides_faces and not anonymizer.full_frame and apply_yuv420(frame, coded, anonymizer, rcfg):
+        writer.write_frame(frame)  # only the regions were converted and changed
+    elif regions or anonymizer.full_frame:
+        rgb = frame.to_ndarray(format="rgb24")
+        anonymizer.apply(rgb, coded, rcfg)
+        writer.write_array(rgb, frame.pts, frame.time_base, like=frame)
+    else:
+        writer.write_frame(frame)
 
 
 def render(
@@ -100,17 +130,7 @@ def render(
                 raise PlanError(
                     f"{video}: has more frames than the plan covers ({total}); re-run 'deid-edit analyze' (nothing was written)"
                 )
-            regions = plan.regions_at(index, include_kept=not anonymizer.hides_faces)
-            coded = to_coded(regions, k, info.coded_width, info.coded_height)
-            # frames and arrays are handed to the writer (maybe its thread) after their last change here
-            if regions and anonymizer.hides_faces and not anonymizer.full_frame and apply_yuv420(frame, coded, anonymizer, rcfg):
-                writer.write_frame(frame)  # only the regions were converted and changed
-            elif regions or anonymizer.full_frame:
-                rgb = frame.to_ndarray(format="rgb24")
-                anonymizer.apply(rgb, coded, rcfg)
-                writer.write_array(rgb, frame.pts, frame.time_base, like=frame)
-            else:
-                writer.write_frame(frame)
+            render_frame(frame, plan.regions_at(index, include_kept=not anonymizer.hides_faces), anonymizer, writer, rcfg, k, info)
             progress.update("render", index + 1, total)
         if reader.frames_decoded != total:
             raise PlanError(f"{video}: decoded {reader.frames_decoded} frames but the plan covers {total}; re-run 'deid-edit analyze'")

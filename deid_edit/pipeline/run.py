@@ -13,7 +13,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import AnalyzeConfig, EncodeConfig, RenderConfig
+from ..config import DEFAULT_LOOKAHEAD, AnalyzeConfig, EncodeConfig, RenderConfig
 from ..detect import FaceDetector
 from ..errors import DeidError, InputError
 from ..identities import (
@@ -29,6 +29,7 @@ from ..sidecars import default_output
 from .analyze import analyze
 from .render import check_output, render
 from .selection import SelectionHook, apply_selection, selection_references
+from .stream import run_streaming
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,17 @@ def run(
     selection: Selection | None = None,
     on_selection: SelectionHook | None = None,
     reuse_plan: str | os.PathLike[str] | None = None,
+    lookahead: float = DEFAULT_LOOKAHEAD,
+    two_pass: bool = False,
 ) -> tuple[Path, Plan]:
-    """Analyze then render; returns the output path and the plan used.
+    """Analyze and render; returns the output path and the plan used.
 
-    ``reuse_plan``: a plan file (e.g. the one ``deid-edit faces`` saved) used instead of a second
-    analysis when it was made for this very file with the same analysis settings."""
+    One decode feeds both (``pipeline.stream``, a window of ``lookahead`` seconds) unless the run
+    needs the whole video first: ``two_pass``, a reusable plan, identity ids (``--keep-identity``,
+    ``--only-identity``) or ``--only`` photos (hiding a person hides every track linked to them,
+    which needs the links across cuts). ``reuse_plan``: a plan file (e.g. the one ``deid-edit
+    faces`` saved) used instead of a second analysis when it was made for this very file with the
+    same analysis settings."""
     video = Path(video)
     out = Path(output) if output else default_output(video)
     ecfg = encode_cfg or EncodeConfig()
@@ -90,6 +97,14 @@ def run(
                 f"made for this file with these settings; run 'deid-edit faces {video}' first and choose from its sheet"
             )
         select(plan.identities, plan.tracks, replace(selection, keep_photos=(), only_photos=()), acfg.identity)  # unknown ids fail now
+    needs_links = bool(selection and (selection.keep_ids or selection.only_ids or selection.only_photos))
+    if plan is None and not two_pass and not needs_links:
+        out_path, plan = run_streaming(
+            video, out, acfg, render_cfg, ecfg, progress, detector, selection, refs, on_selection, lookahead=lookahead
+        )
+        if plan_out:
+            save_plan(plan, plan_out)
+        return out_path, plan
     if plan is None:
         plan = analyze(video, analyze_cfg, progress, detector)
     plan, _ = apply_selection(plan, selection, acfg.identity, refs, on_selection)
