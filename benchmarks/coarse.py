@@ -1,7 +1,8 @@
 """Half-scale detection of quiet scenes (``--coarse-every``) against the normal scale, per clip.
 
 For every clip, the plan is made twice: with the quiet-scene pass off (``--coarse-every 0``) and
-automatic (on the CPU: every 3rd frame at the normal scale, the others at half of it). A face-frame
+automatic (on the CPU: every 5th frame at the normal scale, the others at half of it, close-ups at a
+quarter). A face-frame
 (an observed region of the plan without the pass) counts as missed when the rendered mask of the
 plan with the pass covers it less than 90% (``leaks.plan_misses``, the rule of benchmarks/leaks.py
 and benchmarks/gpu.sh). Nothing is asserted; the table is for RESULTS.md. Usage:
