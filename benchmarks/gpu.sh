@@ -4,7 +4,8 @@
 # onnx, onnx2torch (--no-deps: its torchvision requirement would make pip replace the CUDA torch),
 # the package's own runtime dependencies (from ./wheels when that folder exists), pytest, and
 # matplotlib --no-deps (only its bundled photo file is read, for the generated test clip).
-# Then: pytest -m gpu, and one table per clip x mode with fps of analyze, render and run, the
+# Then: pytest -m gpu, and one table per clip x mode with fps of analyze, render, run (one decode) and
+# run --two-pass, the
 # transcode floor (benchmarks/speed.py) measured in the same run, the CUDA memory peak, and for clips
 # up to COMPARE_FRAMES (400) frames the face-frames of a CPU (ONNX Runtime) plan that the GPU plan's
 # mask covers less than 90% ("no more leaks than the CPU path"). The cloak rows use
@@ -143,23 +144,27 @@ with tempfile.TemporaryDirectory() as tmp:
             t_re, mem_re = time.perf_counter() - t0, peak_mib()
             peak_reset()
             t0 = time.perf_counter()
-            deid_edit.run(src, tmp / f"run{src.suffix}", acfg, rcfg, ecfg)
+            deid_edit.run(src, tmp / f"run{src.suffix}", acfg, rcfg, ecfg)  # one decode (streaming)
             t_run, mem_run = time.perf_counter() - t0, peak_mib()
+            t0 = time.perf_counter()
+            deid_edit.run(src, tmp / f"two{src.suffix}", acfg, rcfg, ecfg, two_pass=True)
+            t_two = time.perf_counter() - t0
             n = plan.frame_count
-            rows.append((src.name, mode, n, (n / t_an, n / t_re, n / t_run, n / floor, max(mem_an, mem_re, mem_run), vs_cpu)))
+            rows.append((src.name, mode, n, (n / t_an, n / t_re, n / t_run, n / t_two, n / floor, max(mem_an, mem_re, mem_run), vs_cpu)))
 
 gpu = torch.cuda.get_device_name(0) if cuda else "none"
 print(f"\ndevice={device} backend={backend} -> provider={provider} gpu={gpu} cpus={os.cpu_count()} "
       f"torch={getattr(torch, '__version__', 'absent')} wall={time.perf_counter() - t_start:.0f}s")
-head = (f"| {'clip':32} | {'mode':5} | {'frames':6} | {'analyze fps':11} | {'render fps':10} | {'run fps':7} | {'floor fps':9} "
-        f"| {'GPU peak MiB':12} | {'missed vs CPU plan':18} |")
+head = (f"| {'clip':32} | {'mode':5} | {'frames':6} | {'analyze fps':11} | {'render fps':10} | {'run fps':7} | {'2-pass fps':10} "
+        f"| {'floor fps':9} | {'run/floor':9} | {'GPU peak MiB':12} | {'missed vs CPU plan':18} |")
 print(head)
 print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
 for clip, mode, n, r in rows:
     if r is None:
-        print(f"| {clip:32} | {mode:5} | {n:6d} | {'skipped: over --budget':>58} | {'':12} | {'':18} |")
+        print(f"| {clip:32} | {mode:5} | {n:6d} | {'skipped: over --budget':>83} | {'':12} | {'':18} |")
         continue
-    a, re_, ru, fl, mem, vs = r
+    a, re_, ru, two, fl, mem, vs = r
     vs_s = "not compared" if vs is None else f"{vs[1]} of {vs[0]}"
-    print(f"| {clip:32} | {mode:5} | {n:6d} | {a:11.1f} | {re_:10.1f} | {ru:7.1f} | {fl:9.1f} | {mem:12.0f} | {vs_s:>18} |")
+    print(f"| {clip:32} | {mode:5} | {n:6d} | {a:11.1f} | {re_:10.1f} | {ru:7.1f} | {two:10.1f} | {fl:9.1f} | {ru / fl:9.2f} "
+          f"| {mem:12.0f} | {vs_s:>18} |")
 EOF

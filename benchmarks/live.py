@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import av
-
-from deid_edit.config import EncodeConfig
-from deid_edit.pipeline.live import live
-from deid_edit.sample import make_sample_clip
 
 
 def free_udp_port() -> int:
@@ -49,6 +47,8 @@ def send_udp(src: Path, url: str) -> None:
 
 def stream_through_live(src: Path, out: Path, latency: float, when_late: str, **kwargs: object) -> object:
     """``src`` over UDP into ``live``; returns its stats (raises what ``live`` raised)."""
+    from deid_edit.pipeline.live import live  # here: the sender process needs none of the engine
+
     port = free_udp_port()
     result: dict[str, object] = {}
 
@@ -63,7 +63,10 @@ def stream_through_live(src: Path, out: Path, latency: float, when_late: str, **
     t = threading.Thread(target=receive)
     t.start()
     time.sleep(1.5)  # the receiver loads its models and binds its socket first
-    send_udp(src, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    # the sender is a process of its own, as a camera would be: in this one it would wait for the GIL
+    # and play slower than real time
+    url = f"udp://127.0.0.1:{port}?pkt_size=1316"
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--send", str(src), url], check=True)
     t.join()
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
@@ -77,7 +80,14 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--when-late", default="blur", choices=["blur", "drop"])
+    ap.add_argument("--send", nargs=2, metavar=("CLIP", "URL"), help=argparse.SUPPRESS)  # the sender process
     args = ap.parse_args()
+    if args.send:
+        send_udp(Path(args.send[0]), args.send[1])
+        return
+    from deid_edit.config import EncodeConfig
+    from deid_edit.sample import make_sample_clip
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

@@ -66,14 +66,18 @@ def concat(src: Path, dst: Path, copies: int) -> Path:
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         streams = [s for s in inp.streams if s.type in ("video", "audio")]
         outs = {s.index: out.add_stream_from_template(s) for s in streams}
-        span: dict[int, int] = {}
+        end: dict[int, int] = {}
+        start: dict[int, int] = {}
         packets = []
         for p in inp.demux(streams):
             if p.dts is None:
                 continue
             packets.append(p)
-            end = (p.pts if p.pts is not None else p.dts) + (p.duration or 0)
-            span[p.stream.index] = max(span.get(p.stream.index, 0), end)
+            i = p.stream.index
+            end[i] = max(end.get(i, p.dts), (p.pts if p.pts is not None else p.dts) + (p.duration or 0))
+            start[i] = min(start.get(i, p.dts), p.dts, p.pts if p.pts is not None else p.dts)
+        # each copy starts after the last timestamp of the one before (decode and presentation)
+        span = {i: end[i] - start[i] for i in end}
         for k in range(copies):
             for p in packets:
                 shift = k * span[p.stream.index]

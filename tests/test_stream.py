@@ -18,7 +18,7 @@ from deid_edit.config import RenderConfig
 from deid_edit.identities import Selection
 from deid_edit.pipeline import render, run
 from deid_edit.pipeline.selection import selection_references
-from deid_edit.pipeline.stream import RenderedRegions, run_streaming, window_frames
+from deid_edit.pipeline.stream import FRAME_OVERHEAD, WINDOW_BYTES, RenderedRegions, run_streaming, window_frames
 from deid_edit.plan import Plan
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -61,15 +61,17 @@ def test_stream_matches_two_pass_on_the_sample(sample_clip, sample_plan, tmp_pat
 
 
 def test_window_size_is_bounded_by_memory():
-    """A 4K 60 fps window is cut to what fits the byte budget; a 1080p one holds the seconds asked."""
+    """A small clip's window holds the seconds asked; 1080p and 4K windows are cut to the byte budget."""
     from deid_edit.types import VideoInfo
 
     def info(w: int, h: int, rate: int, pix: str = "yuv420p") -> VideoInfo:
         return VideoInfo("x.mp4", w, h, w, h, 0, 0, rate * 10, rate, 10, "h264", pix, 0, "", 0)  # type: ignore[arg-type]
 
-    assert window_frames(info(1920, 1080, 30), 5.0) == 150
+    assert window_frames(info(640, 360, 30), 5.0) == 150
+    hd = window_frames(info(1920, 1080, 30), 5.0)
+    assert 60 <= hd < 150 and hd * 1920 * 1080 * 1.5 * FRAME_OVERHEAD <= WINDOW_BYTES
     four_k = window_frames(info(3840, 2160, 60), 5.0)
-    assert 8 <= four_k < 300 and four_k * 3840 * 2160 * 1.5 <= 768 << 20
+    assert 8 <= four_k < hd and four_k * 3840 * 2160 * 1.5 * FRAME_OVERHEAD <= WINDOW_BYTES
 
 
 @pytest.mark.media

@@ -61,11 +61,17 @@ class LiveStats:
     frames_out: int = 0
     dropped: int = 0
     blurred: int = 0  # late, sent fully blurred
-    started: float = field(default_factory=time.monotonic)
+    first: float | None = None  # hand-off of the first frame sent
+    last: float | None = None  # hand-off of the last frame sent
+    steady: int = 0  # frames sent while the source was sending (the rate counts these)
+    late_frames: list[int] = field(default_factory=list)  # indices of the first 1,000 late frames
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def fps(self) -> float:
-        return self.frames_out / max(time.monotonic() - self.started, 1e-6)
+        """Frames sent per second while the source was sending."""
+        if self.first is None or self.last is None or self.steady < 2:
+            return 0.0
+        return (self.steady - 1) / max(self.last - self.first, 1e-6)
 
     def latency(self, q: float) -> float:
         if not self.latencies:
@@ -117,7 +123,8 @@ def open_source(spec: str, input_format: str | None = None, timeout: float = 5.0
         elif scheme in ("srt", "tcp", "rtmp", "rtmps"):
             options["timeout"] = str(int(timeout * 1e6))
     try:
-        container = av.open(url, mode="r", format=fmt, options=options, timeout=timeout if URL.match(spec) else None)
+        # opening waits longer than a pause in the stream: a sender may start a little after us
+        container = av.open(url, mode="r", format=fmt, options=options, timeout=max(timeout, 10.0) if URL.match(spec) else None)
     except av.FFmpegError as exc:
         raise InputError(f"{spec}: cannot be opened as a live source ({exc}); check the device or URL and that it is sending") from exc
     if not container.streams.video:
@@ -232,6 +239,10 @@ class LiveWriter:
             self.video.metadata["rotate"] = str((-info.rotation) % 360)
         self.audio = None
         src_a = source.streams.audio[0] if with_audio and source.streams.audio else None
+        if src_a is not None and not (src_a.codec_context.sample_rate and src_a.codec_context.channels):
+            # the short probe of a live source may not reach the audio's parameters: a muxer refuses that
+            log.warning("%s: the source's audio was not identified in time (%s); sent without audio", dest, src_a.codec_context.name)
+            src_a = None
         if src_a is not None:
             try:
                 self.audio = self.out.add_stream_from_template(src_a)
@@ -418,7 +429,12 @@ def live(
             else:
                 render_frame(frame, regions_for(st, index), anonymizer, writer, rcfg, upright_k(st.info.rotation), st.info)  # type: ignore[arg-type]
             stats.frames_out += 1
-            stats.latencies.append(time.monotonic() - arrival)
+            now = time.monotonic()
+            if not final:  # the rate is the steady one: not the frames flushed once the source went quiet
+                stats.first = now if stats.first is None else stats.first
+                stats.last = now
+                stats.steady += 1
+            stats.latencies.append(now - arrival)
             sent = Fraction(frame.pts or 0) * tb
             while audio and audio[0].pts is not None and audio[0].pts * audio[0].time_base - t0 <= sent:
                 p = audio.popleft()
@@ -450,6 +466,8 @@ def live(
                         stats.frames_in += 1
                         late = time.monotonic() - arrival > LATE_SHARE * latency
                         if late:
+                            if len(stats.late_frames) < 1000:
+                                stats.late_frames.append(index)
                             st.fa.skip(index)
                             if when_late == "drop":
                                 stats.dropped += 1

@@ -45,7 +45,10 @@ from .selection import SelectionHook
 
 log = logging.getLogger(__name__)
 
-WINDOW_BYTES = 768 << 20  # decoded frames waiting in the window never hold more than this
+# decoded frames waiting in the window never hold more than this: at 1080p about 110 frames, which
+# keeps a run under 1.5 GB (models, encoder and decoder hold about 1 GB besides)
+WINDOW_BYTES = 448 << 20
+FRAME_OVERHEAD = 1.35  # a held decoded frame costs this much more than its pixels (measured at 1080p: 4.1 MB)
 MIN_WINDOW = 8  # frames
 
 
@@ -53,7 +56,7 @@ def window_frames(info: VideoInfo, lookahead: float) -> int:
     """Frames the window may hold: ``lookahead`` seconds, within ``WINDOW_BYTES`` of decoded pictures."""
     depth = 2 if any(tag in info.pix_fmt for tag in ("10", "12", "16")) else 1
     chroma = 3.0 if "444" in info.pix_fmt or "rgb" in info.pix_fmt else (2.0 if "422" in info.pix_fmt else 1.5)
-    frame_bytes = max(1, int(info.coded_width * info.coded_height * chroma * depth))
+    frame_bytes = max(1, int(info.coded_width * info.coded_height * chroma * depth * FRAME_OVERHEAD))
     wanted = int(round(lookahead * float(info.avg_rate or 25)))
     return max(MIN_WINDOW, min(wanted, WINDOW_BYTES // frame_bytes))
 
