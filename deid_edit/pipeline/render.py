@@ -57,6 +57,22 @@ def check_output(video: Path, output: Path, force: bool) -> Path:
     return output
 
 
+def open_output(
+    video: Path, output: Path, info: VideoInfo, ecfg: EncodeConfig, threaded: bool
+) -> tuple[av.container.InputContainer, VideoWriter | ThreadedWriter]:
+    """The source opened for its packets and the writer of ``output``; an encoder that cannot start
+    is a clear error, and the source is closed again whatever fails."""
+    source = open_input(video)
+    try:
+        return source, open_writer(output, source, info, ecfg, threaded=threaded)
+    except av.FFmpegError as exc:
+        source.close()
+        raise EncodeError(f"{output}: cannot set up the encoder ({exc}); try another --codec or container") from exc
+    except BaseException:
+        source.close()
+        raise
+
+
 def render_frame(
     frame: av.VideoFrame,
     regions: Sequence[FaceRegion],
@@ -110,15 +126,7 @@ def render(
     anonymizer = get_anonymizer(rcfg.mode)
     k = upright_k(info.rotation)
     total = plan.frame_count
-    source = open_input(video)
-    try:
-        writer = open_writer(output, source, info, ecfg, threaded=encode_thread)
-    except av.FFmpegError as exc:
-        source.close()
-        raise EncodeError(f"{output}: cannot set up the encoder ({exc}); try another --codec or container") from exc
-    except BaseException:
-        source.close()
-        raise
+    source, writer = open_output(video, output, info, ecfg, encode_thread)
     reader = VideoReader(video, copy_streams=writer.copied_streams, expected_frames=total)
     try:
         for item in reader.items():

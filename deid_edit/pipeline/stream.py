@@ -32,15 +32,14 @@ from ..identities import (
     select,
     split_identities,
 )
-from ..io.decode import VideoReader, open_input, probe, upright_k
-from ..io.encode import open_writer
+from ..io.decode import VideoReader, probe, upright_k
 from ..plan import Plan
 from ..progress import NullProgress, ProgressSink
 from ..render import get_anonymizer
 from ..track import RawTrack, Tracker
 from ..types import FaceRegion, Identity, Shot, Track, VideoInfo
 from .analyze import WEAK_MIN_FACE, FrameAnalysis
-from .render import render_frame
+from .render import open_output, render_frame
 from .selection import SelectionHook
 
 log = logging.getLogger(__name__)
@@ -256,15 +255,7 @@ def run_streaming(
     k = upright_k(info.rotation)
     include_kept = not anonymizer.hides_faces
     total = info.frame_count
-    source = open_input(video)
-    try:
-        writer = open_writer(output, source, info, ecfg, threaded=True)
-    except av.FFmpegError as exc:
-        source.close()
-        raise EncodeError(f"{output}: cannot set up the encoder ({exc}); try another --codec or container") from exc
-    except BaseException:
-        source.close()
-        raise
+    source, writer = open_output(video, output, info, ecfg, threaded=True)
     reader = VideoReader(video, scale=state.fa.scale, full_every=state.fa.full_every, copy_streams=writer.copied_streams)
     reader.close_at_end = False  # packets waiting in the window still refer to its streams
     pending: deque[tuple[int, av.VideoFrame] | av.Packet] = deque()
