@@ -36,7 +36,7 @@ from ..io.decode import VideoReader, probe, upright_k
 from ..plan import Plan
 from ..progress import NullProgress, ProgressSink
 from ..render import get_anonymizer
-from ..track import RawTrack, Tracker
+from ..track import Tracker
 from ..types import FaceRegion, Identity, Shot, Track, VideoInfo
 from .analyze import WEAK_MIN_FACE, FrameAnalysis
 from .render import open_output, render_frame
@@ -118,12 +118,11 @@ class StreamRun:
         self.reach = int(t.max_gap + 4 * t.smooth_sigma + float(info.avg_rate or 25) * max(t.hold_cut, t.bridge, t.hold_edge)) + 8
         self.cut_list: list[int] | None = None
         if cfg.shots.cut_list:  # an editor's cut list: every shot is known before the first frame
-            self.cut_list = [s.start for s in self.fa.shot_list(max(info.frame_count, 1) or 1)][1:]
+            self.cut_list = [s.start for s in self.fa.shot_list(max(info.frame_count, 1))][1:]
         self.selection = selection if selection else None
         self.refs = refs
         self.shot_index, self.shot_start, self.tracked = 0, 0, 0
         self.shots: list[Shot] = []
-        self.raw: list[RawTrack] = []
         self.tracks: list[Track] = []  # finished tracks of the shots that ended
         self.prev: tuple[Shot | None, list[Track]] = (None, [])  # the last ended shot (regions carried over its cut)
         self.choices: dict[int, TrackChoice] = {}
@@ -163,7 +162,6 @@ class StreamRun:
         self._decide(tracks)
         self.ended.append((shot, self._plan(shot, tracks)))
         self.shots.append(shot)
-        self.raw.extend(raw)
         self.tracks.extend(tracks)
         self.prev = (shot, tracks)
         self.shot_index += 1
