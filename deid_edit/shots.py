@@ -75,7 +75,7 @@ class ShotDetector:
         picture is black nothing from the fade's start on is settled. Cuts come out in order, and
         ``merged`` keeps earlier cuts whatever comes later, so a settled shot never changes."""
         if not self.cfg.enabled:
-            return self.last + 1
+            return 1 << 62  # no cut will ever come: every frame is settled
         settled = self.last + 1 - int(getattr(self.detector, "window_width", 2))
         fade = getattr(self.fades, "last_fade", None)
         if fade and fade.get("type") == "out" and fade.get("frame") is not None:

@@ -127,6 +127,23 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         container.close()
 
 
+def analysis_frame(frame: av.VideoFrame, index: int, scale: float, k: int, full_every: int, time_base: Fraction) -> Frame:
+    """A decoded frame as the analysis sees it: upright RGB at ``scale``, plus the full-resolution
+    picture every ``full_every`` frames (the small-face sweep's); ``time_base`` when the frame has none."""
+    if scale != 1.0:
+        w, h = max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
+        rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
+    full = None
+    if full_every and index % full_every == 0:
+        full = frame.to_ndarray(format="rgb24")
+        full = np.ascontiguousarray(np.rot90(full, k)) if k else full
+    if k:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k))
+    return Frame(index, frame.pts, Fraction(frame.time_base or time_base), rgb, full)
+
+
 class VideoReader:
     """Threaded decoder of one video file.
 
@@ -174,20 +191,8 @@ class VideoReader:
 
     def _convert(self, frame: av.VideoFrame, index: int) -> Frame:
         """Decoded frame -> upright RGB at the reader's scale (runs in the decode thread)."""
-        if self.scale != 1.0:
-            w = max(2, int(round(frame.width * self.scale)))
-            h = max(2, int(round(frame.height * self.scale)))
-            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-        else:
-            rgb = frame.to_ndarray(format="rgb24")
-        k = upright_k(self.info.rotation)
-        full = None
-        if self.full_every and self.scale != 1.0 and index % self.full_every == 0:
-            full = frame.to_ndarray(format="rgb24")
-            full = np.ascontiguousarray(np.rot90(full, k)) if k else full
-        if k:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k))
-        return Frame(index, frame.pts, Fraction(frame.time_base or self.info.time_base), rgb, full)
+        full_every = self.full_every if self.scale != 1.0 else 0
+        return analysis_frame(frame, index, self.scale, upright_k(self.info.rotation), full_every, self.info.time_base)
 
     def _run(self, raw: bool | str) -> None:
         try:

@@ -149,7 +149,13 @@ def render(
         raise
     finally:
         source.close()
-    stats = getattr(anonymizer, "stats", None)  # cloak: faces cloaked, and blurred instead (too small, still recognizable)
+    log_anonymizer_stats(anonymizer)
+    return result
+
+
+def log_anonymizer_stats(anonymizer: Anonymizer) -> None:
+    """What an anonymizer that keeps count says at the end (cloak: faces cloaked, and blurred
+    instead because too small or still recognizable); a warning when any was blurred."""
+    stats = getattr(anonymizer, "stats", None)
     if stats is not None:
         log.log(logging.WARNING if stats.blurred else logging.INFO, "%s", stats.summary())
-    return result

@@ -39,7 +39,7 @@ from ..render import get_anonymizer
 from ..track import Tracker
 from ..types import FaceRegion, Identity, Shot, Track, VideoInfo
 from .analyze import WEAK_MIN_FACE, FrameAnalysis
-from .render import open_output, render_frame
+from .render import log_anonymizer_stats, open_output, render_frame
 from .selection import SelectionHook
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ class StreamRun:
         return set(self.cut_list if self.cut_list is not None else self.fa.shots.merged())
 
     def _settled(self) -> int:
-        if self.cut_list is not None or not self.cfg.shots.enabled:
-            return len(self.fa.detections)
-        return min(len(self.fa.detections), self.fa.shots.settled())
+        return min(len(self.fa.detections), self.fa.shots.settled())  # a cut list disables the detector: all settled
 
     def advance(self, limit: int | None = None, cuts: set[int] | None = None) -> None:
         """Track every frame whose shot is settled (or up to ``limit`` with ``cuts``, at the end)."""
@@ -199,6 +197,12 @@ class StreamRun:
         tracks = self.fa.tracks(raw, [shot]) if raw else []
         self._decide(tracks)
         return self._plan(shot, tracks)
+
+    def undecided_plan(self, index: int) -> Plan:
+        """Regions for frame ``index`` beyond the tracked frames (the cut detector is undecided, or
+        live video is due): the tracks so far, held to this frame, and the frame's own detections."""
+        base = self.ahead_plan(max(self.tracked, index + 1), index)
+        return replace(base, tracks=(*base.tracks, *self.detections_at(index)))
 
     def detections_at(self, f: int) -> list[Track]:
         """Frame ``f``'s own detections as one-frame tracks (for frames beyond the tracked ones)."""
@@ -275,9 +279,8 @@ def run_streaming(
             pending.popleft()
             waiting -= 1
             p = plan
-            if p is None:  # the cut detector is undecided: the tracks so far and this frame's own faces
-                base = state.ahead_plan(max(state.tracked, index + 1), index)
-                p = replace(base, tracks=(*base.tracks, *state.detections_at(index)))
+            if p is None:
+                p = state.undecided_plan(index)
             regions = p.regions_at(index, include_kept=include_kept)
             if state.kept:
                 for r in p.regions_at(index, include_kept=True):
@@ -353,7 +356,6 @@ def run_streaming(
             raise EncodeError(f"{video}: {n} frames decoded but {written} written; nothing was kept")
         result = writer.finish()
     except BaseException:
-        reader.close()
         writer.abort()
         raise
     finally:
@@ -361,9 +363,7 @@ def run_streaming(
         source.close()
     progress.update("analyze", n, n)
     log.info("%s", stats.summary())
-    cloak = getattr(anonymizer, "stats", None)
-    if cloak is not None:
-        log.log(logging.WARNING if cloak.blurred else logging.INFO, "%s", cloak.summary())
+    log_anonymizer_stats(anonymizer)
     plan = finish_plan(state, video, on_selection)
     return result, plan
 
