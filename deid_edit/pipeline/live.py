@@ -32,8 +32,7 @@ from ..detect import FaceDetector, create_detector
 from ..errors import ConfigError, EncodeError, InputError
 from ..identities import Selection
 from ..io.codecs import OUTPUT_FORMATS
-from ..io.decode import upright_k
-from ..plan import Plan
+from ..io.decode import analysis_frame, upright_k
 from ..progress import NullProgress, ProgressSink
 from ..render import get_anonymizer
 from ..types import Frame, VideoInfo
@@ -164,6 +163,8 @@ class Capture:
         """The frames still inside the decoder when the source ends (it decodes a few ahead)."""
         try:
             for frame in self.vstream.codec_context.decode(None):
+                if frame.time_base is None:  # flushed frames leave the codec without the stream's clock
+                    frame.time_base = self.vstream.time_base
                 self.queue.put(("video", (index, frame, self.scale_of(frame, index)), time.monotonic()))
                 index += 1
         except av.FFmpegError:
@@ -365,19 +366,8 @@ def live(
     k = upright_k(st.info.rotation)
 
     def convert(frame: av.VideoFrame, index: int) -> Frame:
-        """Decoded frame -> upright RGB at the analysis scale (on the capture thread)."""
-        scale = st.fa.scale
-        if scale != 1.0:
-            w, h = max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
-            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-        else:
-            rgb = frame.to_ndarray(format="rgb24")
-        full = None
-        if st.fa.full_every and index % st.fa.full_every == 0:
-            full = frame.to_ndarray(format="rgb24")
-            full = np.ascontiguousarray(np.rot90(full, k)) if k else full
-        rgb = np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
-        return Frame(index, frame.pts, Fraction(frame.time_base or 1), rgb, full)
+        """Decoded frame -> what the analysis sees (on the capture thread)."""
+        return analysis_frame(frame, index, st.fa.scale, k, st.fa.full_every, st.info.time_base)
 
     capture = Capture(container, paced, convert, with_audio=True, first=first)
     capture.thread.start()
@@ -407,9 +397,7 @@ def live(
                 plan = st.ahead_plan(st.tracked, index)
                 plan_cache.update(plan=plan, until=st.tracked)
             return plan.regions_at(index, include_kept=not anonymizer.hides_faces)
-        base = st.ahead_plan(max(st.tracked, index + 1), index)
-        plan = Plan(base.video, base.shots, (), (*base.tracks, *st.detections_at(index)), base.identities, base.config)
-        return plan.regions_at(index, include_kept=not anonymizer.hides_faces)
+        return st.undecided_plan(index).regions_at(index, include_kept=not anonymizer.hides_faces)
 
     def emit_due(final: bool) -> None:
         st.advance()
