@@ -8,7 +8,7 @@ import pytest
 from deid_edit.config import RenderConfig
 from deid_edit.errors import ConfigError
 from deid_edit.render import ANONYMIZERS, get_anonymizer
-from deid_edit.render.shapes import head_box, mask_for, region_mask, to_coded
+from deid_edit.render.shapes import head_box, mask_bounds, mask_for, region_mask, to_coded
 from deid_edit.types import FaceRegion
 
 BOX = np.array([100, 60, 180, 160], np.float32)
@@ -53,6 +53,18 @@ def test_margin_grows_the_mask():
     big = full_alpha(region(margin=0.3), "ellipse", 0.25, 0.1)
     assert (big >= 1).sum() > 1.3 * (small >= 1).sum()
     assert np.all(big[small >= 1] >= 1)
+
+
+def test_mask_bounds_and_the_shared_alpha():
+    """The YUV path asks for a region's ROI without its alpha (``mask_bounds``) and the same mask
+    twice: the bounds are the mask's, and the alpha, shared between calls, cannot be changed."""
+    cfg = RenderConfig()
+    m = mask_for(region(), (240, 320), cfg)
+    assert mask_bounds(region(), (240, 320), cfg) == (m.x0, m.y0, m.x1, m.y1)
+    assert mask_for(region(), (240, 320), cfg).alpha is m.alpha
+    with pytest.raises(ValueError):
+        m.alpha[0, 0] = 0.5
+    assert mask_bounds(region(box=[-500, -500, -400, -400]), (240, 320), cfg) is None
 
 
 def test_regions_outside_the_frame_are_ignored():

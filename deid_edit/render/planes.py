@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import RenderConfig
 from ..types import FaceRegion
-from .shapes import mask_for
+from .shapes import mask_bounds, mask_for
 
 SUPPORTED = {"yuv420p", "yuvj420p"}
 
@@ -53,9 +53,10 @@ def apply_yuv420(frame: av.VideoFrame, regions: Sequence[FaceRegion], anonymizer
         return False
     rects = []
     for r in regions:
-        m = mask_for(r, (h, w), cfg)
-        if m is not None:  # even-aligned so chroma samples map 1:1
-            rects.append([m.x0 & ~1, m.y0 & ~1, min(w, (m.x1 + 1) & ~1), min(h, (m.y1 + 1) & ~1)])
+        bounds = mask_bounds(r, (h, w), cfg)
+        if bounds is not None:  # even-aligned so chroma samples map 1:1
+            x0, y0, x1, y1 = bounds
+            rects.append([x0 & ~1, y0 & ~1, min(w, (x1 + 1) & ~1), min(h, (y1 + 1) & ~1)])
     if not rects:
         return True
     frame.make_writable()
@@ -80,9 +81,9 @@ def apply_yuv420(frame: av.VideoFrame, regions: Sequence[FaceRegion], anonymizer
         ny = back[:n].reshape(rh, rw)
         nu = back[n : n + n // 4].reshape(rh // 2, rw // 2)
         nv = back[n + n // 4 :].reshape(rh // 2, rw // 2)
-        ty = y[y0:y1, x0:x1]
-        ty[touched] = ny[touched]
-        tc = touched.reshape(rh // 2, 2, rw // 2, 2).any(axis=(1, 3))
-        u[cy, cx][tc] = nu[tc]
-        v[cy, cx][tc] = nv[tc]
+        np.copyto(y[y0:y1, x0:x1], ny, where=touched)
+        # a chroma sample changes where any of its four luma pixels does
+        tc = touched[0::2, 0::2] | touched[1::2, 0::2] | touched[0::2, 1::2] | touched[1::2, 1::2]
+        np.copyto(u[cy, cx], nu, where=tc)
+        np.copyto(v[cy, cx], nv, where=tc)
     return True

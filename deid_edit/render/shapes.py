@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import cv2
@@ -57,31 +58,52 @@ def head_box(box: np.ndarray) -> np.ndarray:
     return np.array([x1 - HEAD_SIDE * w, y1 - HEAD_TOP * h, x2 + HEAD_SIDE * w, y2], np.float32)
 
 
-def region_mask(
-    region: FaceRegion, frame_hw: tuple[int, int], shape: str, padding: float, feather: float, reach: str = "face"
-) -> RegionMask | None:
-    """The mask of ``region`` clipped to the frame, or None when it lies outside the frame.
-    ``reach`` "head" covers the whole head (``head_box``), "face" the face region itself."""
+def _geometry(region: FaceRegion, frame_hw: tuple[int, int], padding: float, feather: float, reach: str) -> tuple[float, ...]:
+    """The padded shape's centre and half-axes, the feather, and its ROI clipped to the frame."""
     h, w = frame_hw
     box = padded_box(head_box(region.box) if reach == "head" else region.box, padding + region.margin)
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2  # float32, as the alpha computes with them
     a, b = max((box[2] - box[0]) / 2, 0.5), max((box[3] - box[1]) / 2, 0.5)
     f = max(feather, 1e-3)
     x0 = int(np.floor(max(cx - a * (1 + f), 0)))
     x1 = int(np.ceil(min(cx + a * (1 + f), w)))
     y0 = int(np.floor(max(cy - b * (1 + f), 0)))
     y1 = int(np.ceil(min(cy + b * (1 + f), h)))
-    if x1 <= x0 or y1 <= y0:
-        return None
+    return x0, x1, y0, y1, cx, cy, a, b, f
+
+
+@lru_cache(maxsize=32)
+def _alpha(x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, a: float, b: float, f: float, shape: str) -> np.ndarray:  # noqa: PLR0913
+    """The alpha of one ROI (read-only: cached, because the YUV path and the anonymizer ask for the
+    same mask of a frame more than once)."""
     dx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) - cx) / a
     dy = ((np.arange(y0, y1, dtype=np.float32) + 0.5) - cy) / b
     if shape == "box":
         r = np.maximum(np.abs(dx)[None, :], np.abs(dy)[:, None])
     else:
         r = np.sqrt(dx[None, :] ** 2 + dy[:, None] ** 2)
-    alpha = np.clip((1.0 + f - r) / f, 0.0, 1.0).astype(np.float32)
+    alpha = np.clip((1.0 + f - r) / f, 0.0, 1.0).astype(np.float32, copy=False)
+    alpha.flags.writeable = False
+    return alpha
+
+
+def mask_bounds(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> tuple[int, int, int, int] | None:
+    """``(x0, y0, x1, y1)`` of ``mask_for``'s ROI without computing its alpha, or None outside the frame."""
+    x0, x1, y0, y1 = (int(v) for v in _geometry(region, frame_hw, cfg.padding, cfg.feather, cfg.reach)[:4])
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
+
+
+def region_mask(
+    region: FaceRegion, frame_hw: tuple[int, int], shape: str, padding: float, feather: float, reach: str = "face"
+) -> RegionMask | None:
+    """The mask of ``region`` clipped to the frame, or None when it lies outside the frame.
+    ``reach`` "head" covers the whole head (``head_box``), "face" the face region itself."""
+    x0, x1, y0, y1, cx, cy, a, b, f = _geometry(region, frame_hw, padding, feather, reach)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    alpha = _alpha(int(x0), int(x1), int(y0), int(y1), cx, cy, a, b, f, shape)
     fx1, fy1, fx2, fy2 = region.box
-    return RegionMask(y0, y1, x0, x1, alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
+    return RegionMask(int(y0), int(y1), int(x0), int(x1), alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
 
 
 def mask_for(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> RegionMask | None:
