@@ -7,7 +7,7 @@ Timings are never asserted anywhere; compare the ratio columns, measured back to
 machine. ``--concat N`` first joins N copies of each clip (packets copied, no re-encode) to show
 that streaming memory does not grow with the length. Usage:
 
-    python benchmarks/speed.py [CLIP ...] [--preset medium] [--mode blur] [--repeat 1] [--concat N] [--no-two-pass]
+    python benchmarks/speed.py [CLIP ...] [--preset medium] [--mode blur] [--repeat 3] [--concat N] [--no-two-pass]
 
 Clips are names in ../shared/footage or paths; default: the three clips of the core-engine issue.
 """
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import av
 
@@ -97,7 +98,7 @@ def main() -> None:
     ap.add_argument("clips", nargs="*", default=DEFAULT)
     ap.add_argument("--preset", default=None, help="encoder preset for both (default: the engine's)")
     ap.add_argument("--mode", default="blur")
-    ap.add_argument("--repeat", type=int, default=1, help="take the best of N runs of each")
+    ap.add_argument("--repeat", type=int, default=1, help="N rounds; medians of times and of each round's ratio")
     ap.add_argument("--concat", type=int, default=1, help="join N copies of each clip first (memory over length)")
     ap.add_argument("--no-two-pass", action="store_true", help="time the streaming run only")
     args = ap.parse_args()
@@ -110,12 +111,16 @@ def main() -> None:
             if args.concat > 1:
                 src = concat(src, Path(tmp) / f"{src.stem}_x{args.concat}{src.suffix}", args.concat)
             info = probe(src)
-            floor = min(transcode_floor(src, Path(tmp) / f"floor{src.suffix}", cfg) for _ in range(args.repeat))
-            stream = min(deid_run(src, Path(tmp) / f"run{src.suffix}", extra) for _ in range(args.repeat))
-            two = (float("nan"), float("nan"))
-            if not args.no_two_pass:
-                two = min(deid_run(src, Path(tmp) / f"two{src.suffix}", [*extra, "--two-pass"]) for _ in range(args.repeat))
-            rows.append((src.name, f"{info.width}x{info.height}", info.frame_count, floor, stream, two))
+            # rounds of floor, stream, two-pass back to back: this VM's speed drifts by a fifth over
+            # minutes, so each ratio compares runs of one round, and the table shows medians
+            floors, streams, twos = [], [], []
+            for _ in range(args.repeat):
+                floors.append(transcode_floor(src, Path(tmp) / f"floor{src.suffix}", cfg))
+                streams.append(deid_run(src, Path(tmp) / f"run{src.suffix}", extra))
+                if not args.no_two_pass:
+                    twos.append(deid_run(src, Path(tmp) / f"two{src.suffix}", [*extra, "--two-pass"]))
+            nan = (float("nan"), float("nan"))
+            rows.append((src.name, f"{info.width}x{info.height}", info.frame_count, floors, streams, twos or [nan] * len(floors)))
     print(f"mode={args.mode} preset={args.preset or 'default'} cpus={os.cpu_count()}")
     head = (
         f"| {'clip':36} | {'size':9} | {'frames':6} | {'floor s':7} | {'stream s':8} | {'ratio':5} | {'MiB':5} "
@@ -123,10 +128,13 @@ def main() -> None:
     )
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    for clip, size, n, floor, (s_t, s_m), (t_t, t_m) in rows:
+    for clip, size, n, floors, streams, twos in rows:
+        floor = median(floors)
+        s_ratio = median([t / f for (t, _), f in zip(streams, floors)])
+        t_ratio = median([t / f for (t, _), f in zip(twos, floors)])
         print(
-            f"| {clip:36} | {size:9} | {n:6d} | {floor:7.1f} | {s_t:8.1f} | {s_t / floor:5.2f} | {s_m:5.0f} "
-            f"| {t_t:8.1f} | {t_t / floor:5.2f} | {t_m:5.0f} |"
+            f"| {clip:36} | {size:9} | {n:6d} | {floor:7.1f} | {median([t for t, _ in streams]):8.1f} | {s_ratio:5.2f} "
+            f"| {max(m for _, m in streams):5.0f} | {median([t for t, _ in twos]):8.1f} | {t_ratio:5.2f} | {max(m for _, m in twos):5.0f} |"
         )
 
 

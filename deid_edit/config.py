@@ -112,10 +112,10 @@ class DetectConfig:
     max_side: int = 960  # detection input long side when min_face allows shrinking
     batch_size: int = 0  # frames per inference; 0 = 2 on the CPU (larger is slower there), 16 on a GPU
     device: str = "auto"
-    threads: int = 0  # ONNX Runtime intra-op threads, 0 = all cores
+    threads: int = 0  # ONNX Runtime intra-op threads; 0: all cores, half of them while a run also encodes
     sweep_every: int = 3  # in busy scenes, also detect at full resolution every N frames (0 = never)
     # in quiet scenes, detect at half the scale except every N-th frame; 0 = never, -1 = automatic:
-    # 3 on the CPU, never on a GPU (detection is not the bottleneck there, and it would cut batches)
+    # 5 on the CPU, never on a GPU (detection is not the bottleneck there, and it would cut batches)
     coarse_every: int = -1
     backend: str = "auto"  # inference engine: onnxruntime, torch (extra deid-edit[torch]) or auto
 

@@ -28,7 +28,7 @@ from .faces import write_kept_sheet
 from .identities import Selection, SelectionReport
 from .io.codecs import OUTPUT_FORMATS
 from .photo import is_photo, run_photo
-from .pipeline import run, selection_references
+from .pipeline import beside_encoder, run, selection_references
 from .progress import ProgressSink
 from .sidecars import kept_sheet_path
 
@@ -151,7 +151,7 @@ def batch(
     ecfg = encode_cfg or EncodeConfig()
     acfg = analyze_cfg or AnalyzeConfig()
     selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
-    detector = create_detector(acfg.detect)
+    detector = create_detector(beside_encoder(acfg.detect))  # each run encodes while it detects
 
     def one(path: Path) -> BatchItem:
         kind, why = classify(path)

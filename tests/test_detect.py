@@ -63,6 +63,25 @@ def test_batch_equals_single(detector):
         assert np.allclose(s.landmarks, m.landmarks, atol=0.5), f"frame {i}"
 
 
+def test_frames_run_side_by_side_give_the_same_faces(detector):
+    """A one-thread session runs a batch's frames side by side (the streaming run's detector):
+    the same boxes, scores, landmarks and frame order as the whole batch in one call."""
+    import os
+
+    a = load_photo(photo_path(GRACE_HOPPER))[:512, :512]
+    b = load_photo(photo_path(ASTRONAUT))[:512, :512]
+    frames = [a, b, a[:, ::-1].copy()]
+    lean = create_detector(DetectConfig(threads=1))
+    assert lean.concurrent == (os.cpu_count() or 1)
+    got = lean.detect(frames, [4, 5, 6], 1.0, 0.35)
+    want = detector.detect(frames, [4, 5, 6], 1.0, 0.35)
+    assert [d.frame_index for d in got] == [4, 5, 6]
+    assert [len(d) for d in got] == [len(d) for d in want] == [1, 1, 1]
+    for g, w in zip(got, want):
+        assert np.array_equal(g.boxes, w.boxes) and np.array_equal(g.scores, w.scores)
+        assert np.array_equal(g.landmarks, w.landmarks)
+
+
 def test_empty_frame_has_no_faces(detector):
     (det,) = detector.detect([np.full((360, 640, 3), 90, np.uint8)], [3], 1.0, 0.35)
     assert len(det) == 0 and det.frame_index == 3

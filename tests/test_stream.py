@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, footage
 
-from deid_edit.config import RenderConfig
+from deid_edit.config import DetectConfig, RenderConfig
 from deid_edit.identities import Selection
 from deid_edit.pipeline import render, run
 from deid_edit.pipeline.selection import selection_references
-from deid_edit.pipeline.stream import FRAME_OVERHEAD, WINDOW_BYTES, RenderedRegions, run_streaming, window_frames
+from deid_edit.pipeline.stream import FRAME_OVERHEAD, WINDOW_BYTES, RenderedRegions, beside_encoder, run_streaming, window_frames
 from deid_edit.plan import Plan
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -152,3 +152,13 @@ def test_run_streams_unless_it_needs_the_whole_video(sample_clip, tmp_path, capl
     b, _ = run(clip, tmp_path / "b.mp4", two_pass=True)
     assert not any("streaming:" in r.getMessage() for r in caplog.records)
     assert all(np.array_equal(x, y) for x, y in zip(frames_of(a), frames_of(b)))
+
+
+def test_the_detector_leaves_cores_to_the_encoder():
+    """Automatic threads: half the cores (at least one) while an encoder runs beside; a number the
+    user gave, or a GPU, is left alone."""
+    import os
+
+    assert beside_encoder(DetectConfig()).threads == max(1, (os.cpu_count() or 2) // 2)
+    assert beside_encoder(DetectConfig(threads=3)).threads == 3
+    assert beside_encoder(DetectConfig(device="cuda")).threads == 0

@@ -82,7 +82,7 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--coarse-every",
             type=click.IntRange(-1),
             help="Quiet scenes (no face, or a few large ones): detect at half scale except every N-th frame; "
-            "0 = never, -1 = automatic (3 on the CPU, never on a GPU).",
+            "0 = never, -1 = automatic (5 on the CPU, never on a GPU).",
         ),
         click.option(
             "--weak-hits",
@@ -96,7 +96,7 @@ def analyze_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["auto", "onnxruntime", "torch"]),
             help="Inference engine (default auto: ONNX Runtime, or PyTorch when it has a CUDA GPU that ONNX Runtime lacks).",
         ),
-        click.option("--threads", type=int, help="ONNX Runtime threads (0 = all cores)."),
+        click.option("--threads", type=int, help="ONNX Runtime threads (0 = all cores; half while run also encodes)."),
         click.option(
             "--recognizer", type=click.Choice(["fast", "exact"]), help="Face recognizer: fast (int8, default) or exact (float32)."
         ),

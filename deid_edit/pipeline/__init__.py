@@ -9,11 +9,13 @@ from .analyze import SmallFaceSweep, analyze, track_detections, with_descriptor
 from .render import check_output, render
 from .run import reusable_plan, run
 from .selection import apply_selection, selection_references
+from .stream import beside_encoder
 
 __all__ = [
     "SmallFaceSweep",
     "analyze",
     "apply_selection",
+    "beside_encoder",
     "check_output",
     "render",
     "reusable_plan",
