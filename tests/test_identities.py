@@ -109,6 +109,24 @@ def test_dark_and_turned_faces_give_no_descriptor():
     assert chip_contrast(np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)) == 0.0
 
 
+def test_a_stream_forgets_the_descriptors_of_ended_shots():
+    """Streaming keeps descriptors only until the shot's tracks hold them (memory stays flat over
+    a long video); what a later frame's track needs is still there, and a frame before is gone."""
+    from deid_edit.config import DetectConfig
+    from deid_edit.detect import create_detector
+    from deid_edit.sample import GRACE_HOPPER, load_photo, photo_path
+
+    img = load_photo(photo_path(GRACE_HOPPER))
+    (det,) = create_detector(DetectConfig()).detect([img], [0], 1.0, 0.3)
+    sampler = DescriptorSampler(IdentityConfig(every=1, min_samples=1), embedder=_CountingEmbedder())
+    for f in range(6):
+        sampler.add(img, replace(det, frame_index=f), 1.0, 0.3)
+    sampler.forget_before(4)  # embeds what was queued first
+    assert sorted(sampler.samples) == [(4, 0), (5, 0)]
+    assert sampler.track_embedding([4, 5], [0, 0])[1] == 2
+    assert sampler.track_embedding([2, 3], [0, 0]) == (None, 0)
+
+
 class _CountingEmbedder:
     """Stands in for the recognizer where only which chips reach it matters."""
 

@@ -103,6 +103,13 @@ class DescriptorSampler:
             self._chips.clear()
             self._keys.clear()
 
+    def forget_before(self, frame: int) -> None:
+        """Drop the descriptors of frames before ``frame``: a streaming run whose shot ended has put
+        them into its tracks' embeddings, and keeping one per sampled face grows with the video."""
+        self.flush()
+        self.samples = {k: v for k, v in self.samples.items() if k[0] >= frame}
+        self._quality = {k: v for k, v in self._quality.items() if k[0] >= frame}
+
     def track_embedding(self, frames: Sequence[int], det_indices: Sequence[int]) -> tuple[np.ndarray | None, int]:
         """Mean descriptor of a track's best samples, and how many were averaged."""
         self.flush()

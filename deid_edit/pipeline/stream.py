@@ -167,6 +167,8 @@ class StreamRun:
         shot = Shot(self.shot_index, self.shot_start, end)
         raw = self.tracker.end()
         tracks = self.fa.tracks(raw, [shot])
+        if self.fa.sampler is not None:
+            self.fa.sampler.forget_before(end)  # in the tracks' embeddings now; memory stays flat
         self._decide(tracks)
         self.ended.append((shot, self._plan(shot, tracks)))
         self.shots.append(shot)
