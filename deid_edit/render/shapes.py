@@ -72,8 +72,8 @@ def _geometry(region: FaceRegion, frame_hw: tuple[int, int], padding: float, fea
     return x0, x1, y0, y1, cx, cy, a, b, f
 
 
-@lru_cache(maxsize=32)
-def _alpha(x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, a: float, b: float, f: float, shape: str) -> np.ndarray:  # noqa: PLR0913
+@lru_cache(maxsize=8)  # the faces of one frame; few, as a 4K close-up's alpha is 7 MB
+def _alpha(x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, a: float, b: float, f: float, shape: str) -> np.ndarray:
     """The alpha of one ROI (read-only: cached, because the YUV path and the anonymizer ask for the
     same mask of a frame more than once)."""
     dx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) - cx) / a
