@@ -58,8 +58,9 @@ def head_box(box: np.ndarray) -> np.ndarray:
     return np.array([x1 - HEAD_SIDE * w, y1 - HEAD_TOP * h, x2 + HEAD_SIDE * w, y2], np.float32)
 
 
-def _geometry(region: FaceRegion, frame_hw: tuple[int, int], padding: float, feather: float, reach: str) -> tuple[float, ...]:
-    """The padded shape's centre and half-axes, the feather, and its ROI clipped to the frame."""
+def _geometry(region: FaceRegion, frame_hw: tuple[int, int], padding: float, feather: float, reach: str) -> tuple:
+    """The ROI clipped to the frame (int x0, x1, y0, y1), then the padded shape's centre and
+    half-axes and the feather."""
     h, w = frame_hw
     box = padded_box(head_box(region.box) if reach == "head" else region.box, padding + region.margin)
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2  # float32, as the alpha computes with them
@@ -89,7 +90,7 @@ def _alpha(x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, a: float, b
 
 def mask_bounds(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> tuple[int, int, int, int] | None:
     """``(x0, y0, x1, y1)`` of ``mask_for``'s ROI without computing its alpha, or None outside the frame."""
-    x0, x1, y0, y1 = (int(v) for v in _geometry(region, frame_hw, cfg.padding, cfg.feather, cfg.reach)[:4])
+    x0, x1, y0, y1 = _geometry(region, frame_hw, cfg.padding, cfg.feather, cfg.reach)[:4]
     return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
 
 
@@ -101,9 +102,9 @@ def region_mask(
     x0, x1, y0, y1, cx, cy, a, b, f = _geometry(region, frame_hw, padding, feather, reach)
     if x1 <= x0 or y1 <= y0:
         return None
-    alpha = _alpha(int(x0), int(x1), int(y0), int(y1), cx, cy, a, b, f, shape)
+    alpha = _alpha(x0, x1, y0, y1, cx, cy, a, b, f, shape)
     fx1, fy1, fx2, fy2 = region.box
-    return RegionMask(int(y0), int(y1), int(x0), int(x1), alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
+    return RegionMask(y0, y1, x0, x1, alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
 
 
 def mask_for(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> RegionMask | None:
