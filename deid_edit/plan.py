@@ -154,7 +154,7 @@ class Plan:
 
     video: VideoInfo
     shots: tuple[Shot, ...]
-    detections: tuple[FrameDetections, ...]
+    detections: Sequence[FrameDetections]  # a tuple, or the analysis' DetectionLog (compact)
     tracks: tuple[Track, ...]
     identities: tuple[Identity, ...]
     config: dict[str, Any] = field(default_factory=default_config)

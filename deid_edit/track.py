@@ -12,9 +12,7 @@ noise still starts nothing. Tracks never cross a shot boundary.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,34 +20,92 @@ from .config import TrackConfig
 from .geometry import greedy_match, iou_matrix
 from .types import FrameDetections, Shot, in_face_order
 
+_STORES = ("_frames", "_boxes", "_scores", "_landmarks", "_has_lm", "_det")  # RawTrack's arrays
 
-@dataclass
+
 class RawTrack:
-    """Observations of one face; frames may have gaps (filled later)."""
+    """Observations of one face; frames may have gaps (filled later).
 
-    track_id: int
-    shot_index: int
-    frames: list[int] = field(default_factory=list)
-    boxes: list[np.ndarray] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    landmarks: list[np.ndarray | None] = field(default_factory=list)
-    det_indices: list[int] = field(default_factory=list)  # index of each observation in its FrameDetections
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
-    confident: bool = True  # False while every observation is a low-score one (a weak track)
+    Kept in arrays that grow by doubling (about 80 bytes an observation, not 320 as lists of small
+    arrays): an open shot's tracks live as long as the shot, and a one-take interview, a long
+    clip or a live camera is one shot for hours. ``frames``, ``boxes``, ``scores`` and
+    ``det_indices`` read as arrays of the observations so far; ``landmarks`` as an (n, 5, 2) array,
+    or a list holding None where a detection had none."""
+
+    def __init__(self, track_id: int, shot_index: int, confident: bool = True) -> None:
+        self.track_id = track_id
+        self.shot_index = shot_index
+        self.confident = confident  # False while every observation is a low-score one (a weak track)
+        self.velocity = np.zeros(4, np.float32)
+        self._n = 0
+        self._frames = np.zeros(8, np.int64)
+        self._boxes = np.zeros((8, 4), np.float32)
+        self._scores = np.zeros(8, np.float32)
+        self._landmarks = np.zeros((8, 5, 2), np.float32)
+        self._has_lm = np.zeros(8, bool)
+        self._det = np.zeros(8, np.int64)  # index of each observation in its FrameDetections
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self._frames[: self._n]
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self._boxes[: self._n]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self._scores[: self._n]
+
+    @property
+    def det_indices(self) -> np.ndarray:
+        return self._det[: self._n]
+
+    @property
+    def landmarks(self) -> np.ndarray | list[np.ndarray | None]:
+        lm = self._landmarks[: self._n]
+        if self._has_lm[: self._n].all():
+            return lm
+        return [lm[i] if self._has_lm[i] else None for i in range(self._n)]
 
     def add(self, frame: int, box: np.ndarray, score: float, lm: np.ndarray | None, det_index: int = -1) -> None:
-        if self.frames:
-            dt = frame - self.frames[-1]
-            v = (box - self.boxes[-1]) / max(dt, 1)
-            self.velocity = 0.6 * self.velocity + 0.4 * v if len(self.frames) > 1 else v
-        self.frames.append(frame)
-        self.boxes.append(box.astype(np.float32))
-        self.scores.append(float(score))
-        self.landmarks.append(lm)
-        self.det_indices.append(det_index)
+        n = self._n
+        if n:
+            dt = frame - int(self._frames[n - 1])
+            v = (box - self._boxes[n - 1]) / max(dt, 1)
+            self.velocity = 0.6 * self.velocity + 0.4 * v if n > 1 else v
+        if n == len(self._frames):
+            for name in _STORES:
+                a = getattr(self, name)
+                grown = np.zeros((2 * n, *a.shape[1:]), a.dtype)
+                grown[:n] = a
+                setattr(self, name, grown)
+        self._frames[n], self._boxes[n], self._scores[n], self._det[n] = frame, box, score, det_index
+        self._has_lm[n] = lm is not None
+        if lm is not None:
+            self._landmarks[n] = lm
+        self._n = n + 1
+
+    def since(self, frame: int) -> RawTrack:
+        """A copy holding only the observations from ``frame`` on (velocity and state kept)."""
+        k = int(np.searchsorted(self.frames, frame))
+        c = RawTrack(self.track_id, self.shot_index, self.confident)
+        c.velocity = self.velocity.copy()
+        c._n = self._n - k
+        for name in _STORES:
+            a = getattr(self, name)
+            room = max(c._n, 8)  # an empty copy keeps room to grow
+            grown = np.zeros((room, *a.shape[1:]), a.dtype)
+            grown[: c._n] = a[k : self._n]
+            setattr(c, name, grown)
+        return c
 
     def predict(self, frame: int) -> np.ndarray:
-        return self.boxes[-1] + self.velocity * (frame - self.frames[-1])
+        n = self._n - 1
+        return self._boxes[n] + self.velocity * (frame - int(self._frames[n]))
 
 
 def face_ordered(landmarks: Sequence[np.ndarray | None]) -> float:
@@ -96,16 +152,7 @@ class Tracker:
         holding only their observations from frame ``since`` on (copies: stepping on changes nothing
         returned). Streaming renders from these ahead of the cut; ``since`` keeps the cost of a
         long shot (a live camera) bounded by the window instead of growing with the shot."""
-        out = []
-        for t in [*self.done, *self.active]:
-            if not self._keep(t) or t.frames[-1] < since:
-                continue
-            c = copy.copy(t)
-            k = next(i for i, f in enumerate(t.frames) if f >= since)
-            c.frames, c.boxes, c.scores = t.frames[k:], t.boxes[k:], t.scores[k:]
-            c.landmarks, c.det_indices = t.landmarks[k:], t.det_indices[k:]
-            out.append(c)
-        return out
+        return [t.since(since) for t in [*self.done, *self.active] if self._keep(t) and t.frames[-1] >= since]
 
     def step(self, f: int, det: FrameDetections) -> None:
         """Associate frame ``f``'s detections with the open shot's tracks (frames in order)."""

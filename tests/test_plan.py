@@ -170,3 +170,33 @@ def test_regions_grow_towards_the_back_of_a_turned_head(plan):
     upside_down = lms(100)
     upside_down[:, 1] = 400 - upside_down[:, 1]
     assert plan._region_box(box, upside_down).tolist() == pytest.approx([100, top, 200, 250])
+
+
+def test_detection_log_reads_back_every_frame_exactly(plan):
+    """The analysis keeps detections in a compact log; it must give back the same bits, frame for
+    frame, as the FrameDetections that went in, and cost far less than a list of them."""
+    from deid_edit.types import DetectionLog, FrameDetections
+
+    rng = np.random.default_rng(3)
+    dets = []
+    for i in range(500):
+        k = int(rng.integers(0, 4))
+        lm = None if i % 7 == 3 else rng.random((k, 5, 2), np.float32) * 1000
+        dets.append(FrameDetections(i, rng.random((k, 4), np.float32) * 1000, rng.random(k, np.float32), lm))
+    log = DetectionLog(dets[:200])
+    log.extend(dets[200:])
+    assert len(log) == 500
+    for a, b in zip(dets, log):
+        assert a.frame_index == b.frame_index and len(a) == len(b)
+        assert a.boxes.tobytes() == b.boxes.tobytes() and a.scores.tobytes() == b.scores.tobytes()
+        assert (a.landmarks is None) == (b.landmarks is None)
+        if a.landmarks is not None:
+            assert a.landmarks.tobytes() == b.landmarks.tobytes()
+    assert log[-1].frame_index == 499 and [d.frame_index for d in log[-3:]] == [497, 498, 499]
+    with pytest.raises(IndexError):
+        log[500]
+    faces = sum(len(d) for d in dets)
+    assert log.nbytes <= 2 * (500 * 17 + faces * 60) + 64 * 77  # room for growth at most doubles it
+    # the analysis' own log: the sample plan's detections read like the tuple a loaded plan holds
+    assert isinstance(plan.detections, DetectionLog)
+    assert [d.frame_index for d in plan.detections] == list(range(plan.frame_count))

@@ -247,7 +247,7 @@ def test_loose_duplicate_boxes_of_a_followed_face_start_nothing():
     shots = shots_from_cuts([], 40)
     cfg = TrackConfig(weak_hits=8)
     raw = track_video(dets(40, faces), shots, cfg, 0.3)
-    assert len(raw) == 1 and raw[0].frames == list(range(40))
+    assert len(raw) == 1 and raw[0].frames.tolist() == list(range(40))
     assert min(raw[0].scores) > 0.5, "the face's track kept its own detections"
 
 
@@ -274,3 +274,26 @@ def test_weak_track_needs_landmarks_in_face_order():
     for lms, expect in ((face, 1), (upside_down, 0)):
         frames = [FrameDetections(f, box, np.array([0.15], np.float32), lms) for f in range(30)]
         assert len(track_video(frames, shots, cfg, 0.3)) == expect
+
+
+def test_raw_track_keeps_observations_compact_and_exact():
+    """An open shot's tracks live as long as the shot (a one-take interview, a live camera): each
+    observation is stored in growing arrays, read back exactly, and ``since`` copies the tail."""
+    from deid_edit.track import RawTrack
+
+    rng = np.random.default_rng(5)
+    boxes = (rng.random((3000, 4)) * 500).astype(np.float32)
+    lms = (rng.random((3000, 5, 2)) * 500).astype(np.float32)
+    t = RawTrack(7, 0)
+    for f in range(3000):
+        t.add(2 * f, boxes[f], float(np.float32(0.5 + f / 10000)), lms[f], f % 3)
+    assert len(t) == 3000 and t.frames.tolist() == list(range(0, 6000, 2))
+    assert t.boxes.tobytes() == boxes.tobytes() and np.asarray(t.landmarks).tobytes() == lms.tobytes()
+    assert t.det_indices.tolist() == [f % 3 for f in range(3000)]
+    held = sum(getattr(t, n).nbytes for n in ("_frames", "_boxes", "_scores", "_landmarks", "_has_lm", "_det"))
+    assert held <= 2 * 3000 * 77  # 77 bytes an observation, doubled at most by the room to grow
+    tail = t.since(5000)
+    assert tail.frames.tolist() == list(range(5000, 6000, 2)) and tail.boxes.tobytes() == boxes[2500:].tobytes()
+    tail.add(6000, boxes[0], 0.9, None)
+    assert len(t) == 3000 and tail.landmarks[-1] is None  # the copy grows alone; a missing landmark reads None
+    assert np.array_equal(t.predict(6000), t.boxes[-1] + t.velocity * 2)

@@ -34,7 +34,7 @@ from ..progress import NullProgress, ProgressSink
 from ..shots import ShotDetector, load_cut_list
 from ..smooth import Scene, complete_tracks
 from ..track import RawTrack, track_video
-from ..types import Frame, FrameDetections, Identity, Shot, Track, VideoInfo
+from ..types import DetectionLog, Frame, FrameDetections, Identity, Shot, Track, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class SmallFaceSweep:
         self.frames = 0  # frames swept, for the record
         self.pending: tuple[int, FrameDetections] | None = None
 
-    def run(self, frame: Frame, detections: list[FrameDetections]) -> None:
+    def run(self, frame: Frame, detections: Sequence[FrameDetections]) -> None:
         """Update the busy state from recent detections; sweep ``frame`` if busy (merged by ``merge``)."""
         for det in detections[-self.cfg.sweep_every :]:
             if crowded(det, self.cfg.threshold, 2 * self.cfg.min_face):
@@ -123,7 +123,7 @@ class CoarsePass:
         so that the decision sees the latest normal-scale frame)."""
         return self.every >= 2 and index % self.every != 0 and index > sweep.busy_until
 
-    def use(self, index: int, detections: list[FrameDetections], sweep: SmallFaceSweep) -> int:
+    def use(self, index: int, detections: Sequence[FrameDetections], sweep: SmallFaceSweep) -> int:
         """How many times ``index`` may be halved for detection (0: the normal scale; 1: a quiet
         scene; 2: a close-up, every face at least ``CLOSE_UP_FACE`` x --min-face), judged from the
         frames detected so far."""
@@ -173,7 +173,7 @@ class FrameAnalysis:
         if cfg.identity.enabled:
             self.sampler = DescriptorSampler(cfg.identity, embedder or make_embedder(cfg))
         self.batch_size = cfg.detect.batch_size or (2 if self.detector.provider == "CPUExecutionProvider" else 16)
-        self.detections: list[FrameDetections] = []
+        self.detections = DetectionLog()  # every frame's, for the plan: compact (a long clip, a live day)
         self._imgs: list[np.ndarray] = []  # frames at the analysis scale (descriptors are cut from these)
         self._det: list[np.ndarray] = []  # what the detector sees: the same, or half of it on coarse frames
         self._idx: list[int] = []
@@ -252,7 +252,7 @@ class FrameAnalysis:
         return Plan(
             video=replace(self.info, frame_count=n),
             shots=tuple(shots),
-            detections=tuple(self.detections),
+            detections=self.detections,
             tracks=tuple(tracks),
             identities=tuple(identities),
             # what a default render leaves out of this source (io.metadata): the plan records it
