@@ -38,7 +38,7 @@ from ..render import get_anonymizer
 from ..types import Frame, VideoInfo
 from .analyze import make_embedder
 from .render import render_frame
-from .stream import StreamRun
+from .stream import StreamRun, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -472,6 +472,7 @@ def live(
                 now = time.monotonic()
                 if now - last_report >= 1.0:
                     last_report = now
+                    release_free_memory()  # a live run lasts hours: what the allocator keeps must not creep up
                     progress.event("live", **stats.as_dict())
                     log.debug("%s", stats.summary())
         except KeyboardInterrupt:
