@@ -4,6 +4,7 @@ the cloak failed to de-identify are blurred (covered), and the per-track descrip
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import av
@@ -14,16 +15,29 @@ from conftest import decoded
 
 from deid_edit import render
 from deid_edit.config import RenderConfig
+from deid_edit.embed import chip_transform, warp_chip
 from deid_edit.errors import ModelError
 from deid_edit.nets import CROP_SIZE, DESCRIPTOR_SIZE
 from deid_edit.plan import Plan
 from deid_edit.render import ANONYMIZERS, get_anonymizer
+from deid_edit.render import cloak as cloak_module
 from deid_edit.render.classic import Blur
-from deid_edit.render.cloak import MIN_CLOAK_FACE_PX, MODEL_ENV, RING_PX, VERIFY_ENV, Cloak, landmarks_from_box, seam_gain
+from deid_edit.render.cloak import (
+    MIN_CLOAK_FACE_PX,
+    MODEL_ENV,
+    RING_PX,
+    VERIFY_ENV,
+    VIEWS,
+    Cloak,
+    landmarks_from_box,
+    reid_views,
+    seam_gain,
+)
 from deid_edit.render.shapes import region_mask
 from deid_edit.types import FaceRegion
 
 CFG = RenderConfig(mode="cloak")
+render_module = importlib.import_module("deid_edit.pipeline.render")  # the package exports the function under this name
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +155,81 @@ def test_closed_mask_keeps_the_original_and_verification_blurs_it(null_model: Pa
         assert np.array_equal(out, Blur().apply(frames[i].copy(), plan.regions_at(i), CFG))
     assert np.array_equal(cloak.apply(img.copy(), regions, CFG), blurred)
     assert cloak.stats.unverified == 3 and cloak.stats.cloaked == 0
+
+
+def test_reid_views_are_the_changes_a_reidentifier_may_make(clip_frames) -> None:
+    _, plan, frames = clip_frames
+    r = plan.regions_at(0)[0]
+    t = chip_transform(np.asarray(r.landmarks, np.float64))
+    views = reid_views(frames[0], t)
+    base = warp_chip(frames[0], t)
+    assert views.shape == (len(VIEWS), 150, 150, 3) and views.dtype == np.uint8
+    assert np.array_equal(views[0], base) and np.array_equal(views[1], base[:, ::-1])
+    for i in range(2, len(VIEWS)):  # rescaled, shifted, JPEG: each a different cut of the same face
+        assert 0 < np.abs(views[i].astype(int) - base).mean() < 60, VIEWS[i]
+
+
+def test_a_face_recognized_in_any_test_view_is_blurred_for_its_whole_track(
+    cloak_model: Path, clip_frames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generator is trained against one recognizer's view; a face that fools only the
+    untouched view is not de-identified. Here one test view shows the recognizer the original
+    face: the track is blurred, on that frame and every later one."""
+    _, plan, frames = clip_frames
+    f = len(frames) - 1
+    regions = plan.regions_at(f)
+    honest = Cloak(model=cloak_model, verify=True)
+    honest.apply(frames[f].copy(), regions, CFG)
+    assert honest.stats.cloaked == len(regions), "the shipped generator de-identifies this face under every view"
+    real = cloak_module.reid_views
+
+    def leaky(image: np.ndarray, transform: np.ndarray) -> np.ndarray:
+        views = real(image, transform)
+        views[3] = warp_chip(frames[f], transform)  # as if this cut saw straight through the cloak
+        return views
+
+    monkeypatch.setattr(cloak_module, "reid_views", leaky)
+    cloak = Cloak(model=cloak_model, verify=True)
+    blurred = Blur().apply(frames[f].copy(), regions, CFG)
+    assert np.array_equal(cloak.apply(frames[f].copy(), regions, CFG), blurred)
+    assert cloak.stats.tracks_blurred == len(regions) and cloak.stats.cloaked == 0
+    monkeypatch.setattr(cloak_module, "reid_views", real)
+    before = plan.regions_at(f - 1)  # a later call: the track stays blurred whatever the views say now
+    assert np.array_equal(cloak.apply(frames[f - 1].copy(), before, CFG), Blur().apply(frames[f - 1].copy(), before, CFG))
+
+
+def test_render_decides_each_track_before_its_first_frame(cloak_model: Path, sample_clip, clip_frames, tmp_path, monkeypatch) -> None:
+    """``render`` shows the cloak samples spread over each track first: every track is cloaked or
+    blurred for its whole length, decided before the first frame is written."""
+    path, _ = sample_clip
+    _, plan, _ = clip_frames
+    made: list[Cloak] = []
+
+    def anonymizer(mode: str) -> Cloak:
+        made.append(Cloak(model=cloak_model, verify=True))
+        return made[-1]
+
+    decided_before: list[int] = []
+    original_apply = Cloak.apply
+
+    def apply(self, image, regions, cfg):
+        if not decided_before:
+            decided_before.append(self.stats.tracks_cloaked + self.stats.tracks_blurred)
+        return original_apply(self, image, regions, cfg)
+
+    monkeypatch.setattr(render_module, "get_anonymizer", anonymizer)
+    monkeypatch.setattr(Cloak, "apply", apply)
+    render(path, plan, tmp_path / "cloak.mp4", CFG)
+    stats = made[0].stats
+    assert decided_before == [len(plan.tracks)], "every track was decided before the first frame"
+    assert stats.tracks_cloaked + stats.tracks_blurred == len(plan.tracks) and stats.switched == 0
+    cloaked_tracks = made[0]._passed
+    per_track = {t.track_id: 0 for t in plan.tracks}
+    for i in range(plan.frame_count):
+        for r in plan.regions_at(i):
+            per_track[r.track_id] += 1
+    assert stats.cloaked == sum(n for tid, n in per_track.items() if tid in cloaked_tracks)
+    assert stats.unverified == sum(n for tid, n in per_track.items() if tid not in cloaked_tracks)
 
 
 def test_seam_gain_matches_the_ring_colour() -> None:

@@ -126,6 +126,7 @@ def render(
     anonymizer = get_anonymizer(rcfg.mode)
     k = upright_k(info.rotation)
     total = plan.frame_count
+    decide_tracks(video, plan, anonymizer, rcfg, k, info)
     source, writer = open_output(video, output, info, ecfg, encode_thread)
     reader = VideoReader(video, copy_streams=writer.copied_streams, expected_frames=total)
     try:
@@ -151,6 +152,41 @@ def render(
         source.close()
     log_anonymizer_stats(anonymizer)
     return result
+
+
+def decide_tracks(video: Path, plan: Plan, anonymizer: Anonymizer, rcfg: RenderConfig, k: int, info: VideoInfo) -> None:
+    """Let an anonymizer that decides per track (cloak) see its sample frames before rendering:
+    one decode, converting only those frames. Why: a track must be cloaked or blurred for its
+    whole length, and the frames that show whether it can be are spread over the track."""
+    sample_frames = getattr(anonymizer, "sample_frames", None)
+    if sample_frames is None:
+        return
+    hides = anonymizer.hides_faces
+
+    def shown(track_id: int) -> bool:
+        ident = plan.identity_of(track_id)
+        return ident is not None and ident.action == "keep"
+
+    tracks = [t for t in plan.tracks if not plan.is_weak(t.track_id) and not shown(t.track_id)]  # weak ones are blurred
+    wanted = sample_frames(tracks, plan.frame_count)
+    if not wanted:
+        return
+    todo = set(wanted)
+    reader = VideoReader(video)
+    try:
+        for item in reader.items():
+            if isinstance(item, av.Packet):
+                continue
+            index, frame = item
+            if index in todo:
+                regions = to_coded(plan.regions_at(index, include_kept=not hides), k, info.coded_width, info.coded_height)
+                anonymizer.decide(frame.to_ndarray(format="rgb24"), regions, index, rcfg)  # type: ignore[attr-defined]
+                todo.discard(index)
+                if not todo:
+                    break
+    finally:
+        reader.close()
+    anonymizer.end_decisions()  # type: ignore[attr-defined]
 
 
 def log_anonymizer_stats(anonymizer: Anonymizer) -> None:

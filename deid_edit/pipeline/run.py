@@ -73,8 +73,9 @@ def run(
 
     One decode feeds both (``pipeline.stream``, a window of ``lookahead`` seconds) unless the run
     needs the whole video first: ``two_pass``, a reusable plan, identity ids (``--keep-identity``,
-    ``--only-identity``) or ``--only`` photos (hiding a person hides every track linked to them,
-    which needs the links across cuts). ``reuse_plan``: a plan file (e.g. the one ``deid-edit
+    ``--only-identity``), ``--only`` photos (hiding a person hides every track linked to them,
+    which needs the links across cuts) or ``--mode cloak`` (each track cloaked or blurred whole,
+    decided from frames spread over it). ``reuse_plan``: a plan file (e.g. the one ``deid-edit
     faces`` saved) used instead of a second analysis when it was made for this very file with the
     same analysis settings."""
     video = Path(video)
@@ -82,7 +83,8 @@ def run(
     ecfg = encode_cfg or EncodeConfig()
     check_output(video, out, ecfg.force)  # fail before the long analysis
     check_codec(ecfg)  # an unknown encoder, or a hardware one without its driver, too
-    model_file = getattr(get_anonymizer((render_cfg or RenderConfig()).mode), "model_file", None)
+    anonymizer = get_anonymizer((render_cfg or RenderConfig()).mode)
+    model_file = getattr(anonymizer, "model_file", None)
     if model_file is not None:
         model_file(render_cfg)  # and an anonymizer whose model is missing (cloak)
     acfg = analyze_cfg or AnalyzeConfig()
@@ -98,7 +100,9 @@ def run(
             )
         select(plan.identities, plan.tracks, replace(selection, keep_photos=(), only_photos=()), acfg.identity)  # unknown ids fail now
     needs_links = bool(selection and (selection.keep_ids or selection.only_ids or selection.only_photos))
-    if plan is None and not two_pass and not needs_links:
+    # cloak decides each track from frames spread over its whole length, before rendering it
+    per_track = hasattr(anonymizer, "sample_frames")
+    if plan is None and not two_pass and not needs_links and not per_track:
         out_path, plan = run_streaming(
             video, out, acfg, render_cfg, ecfg, progress, detector, selection, refs, on_selection, lookahead=lookahead
         )

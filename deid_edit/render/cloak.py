@@ -8,6 +8,12 @@ the descriptor averaged per track (``DESCRIPTOR_EMA``: no identity flicker); (3)
 colour matched per track; (4) the written face is embedded again and, while the recognizer still
 knows it, blurred with the rest of its track (privacy fails closed); (5) the chip is pasted back
 through the inverse warp, alpha = the generator's mask (gained, feathered) cut by the region's mask.
+
+Each track is decided once, before rendering where the pipeline can (``sample_frames`` and
+``decide``: ``SAMPLES_PER_TRACK`` frames spread over the track), else on the first frame it is
+cloaked in: it is cloaked only if the exact recognizer does not know it under any test view
+(``reid_views``: mirrored, rescaled, shifted, JPEG), and blurred for its whole length otherwise.
+The fast per-frame check of (4) still guards every frame after that.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from ..config import RenderConfig
 from ..embed import CHIP_SIZE, DEFAULT_RECOGNIZER, SAME_PERSON_L2, FaceEmbedder, chip_transform, distance, warp_chip
 from ..errors import ModelError
 from ..nets import CROP_SIZE
-from ..types import FaceRegion
+from ..types import FaceRegion, Track
 from .classic import Blur
 from .shapes import RegionMask, mask_for
 
@@ -49,6 +55,11 @@ MASK_GAIN = 4.0  # alpha = clip(MASK_GAIN * m): full strength wherever m >= 0.25
 MASK_FEATHER_PX = 1.5  # Gaussian sigma of the alpha in generator pixels (scales with the face)
 CHIP_BORDER_PX = 4  # alpha fades to 0 over this many generator pixels at the chip edge
 VERIFY_MARGIN = 0.05  # extra L2 demanded beyond SAME_PERSON_L2 (fast vs exact recognizer gap)
+SAMPLES_PER_TRACK = 4  # frames of a track cloaked and checked before rendering: all must pass
+VIEW_SHIFT_PX = 3.0  # test-time changes of the check (chip pixels of the 150 chip)
+VIEW_SCALES = (0.95, 1.05)
+VIEW_JPEG_QUALITY = 70
+VIEWS = ("as written", "mirrored", "scaled 0.95", "scaled 1.05", "shifted +3 px", "shifted -3 px", "JPEG 70")
 # Where the 5 landmarks sit in a plan region's box (x, y as fractions of its width/height) when a
 # region carries none: the mean over a generated sample clip's CenterFace detections (both photos,
 # 20 frames), in boxes the plan grew upward by 12% (plan.TOP_EXTRA).
@@ -65,6 +76,9 @@ class CloakStats:
     unverified: int = 0  # blurred: the recognizer still knew the cloaked face (or its track)
     weak: int = 0  # blurred: a weak track (maybe no face: a new face must not be painted on a plant)
     estimated_landmarks: int = 0  # cloaked from landmarks estimated from the box
+    tracks_cloaked: int = 0  # tracks whose samples all passed the check under every test view
+    tracks_blurred: int = 0  # tracks that failed it: blurred for their whole length
+    switched: int = 0  # tracks that passed, then failed the per-frame check: blurred from there on
 
     @property
     def blurred(self) -> int:
@@ -73,7 +87,9 @@ class CloakStats:
     def summary(self) -> str:
         return (
             f"cloak: {self.cloaked} of {self.faces} face samples cloaked, {self.blurred} blurred "
-            f"({self.small} too small, {self.unverified} still recognizable, {self.weak} low-score, maybe no face)"
+            f"({self.small} too small, {self.unverified} still recognizable, {self.weak} low-score, maybe no face); "
+            f"tracks: {self.tracks_cloaked} cloaked, {self.tracks_blurred} blurred whole (still recognized in a test view), "
+            f"{self.switched} blurred from the frame the per-frame check failed"
         )
 
 
@@ -149,6 +165,28 @@ def paste(image: np.ndarray, rmask: RegionMask, chip: np.ndarray, alpha: np.ndar
     image[ys, xs] = np.where(a > 0, np.clip(out + 0.5, 0, 255).astype(np.uint8), roi)
 
 
+def _around(transform: np.ndarray, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """``transform`` (image -> 150 chip) followed by a scale about the chip centre and a shift."""
+    c = (CHIP_SIZE - 1) / 2.0
+    a = np.array([[scale, 0.0, (1 - scale) * c + shift], [0.0, scale, (1 - scale) * c + shift]])
+    t = np.asarray(transform, np.float64)
+    return np.hstack([a[:, :2] @ t[:, :2], (a[:, :2] @ t[:, 2] + a[:, 2])[:, None]])
+
+
+def reid_views(image: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """(len(VIEWS),150,150,3) chips of one face as a re-identifier could cut it: the renderer's own
+    alignment, mirrored, 5% smaller and larger, shifted 3 px both ways, and after a JPEG round trip
+    at quality 70. Why: a generator trained against one network's view can fool that exact view
+    and nothing else; a face that passes only the untouched view is not de-identified."""
+    base = warp_chip(image, transform)
+    views = [base, np.ascontiguousarray(base[:, ::-1])]
+    views += [warp_chip(image, _around(transform, scale=s)) for s in VIEW_SCALES]
+    views += [warp_chip(image, _around(transform, shift=d)) for d in (VIEW_SHIFT_PX, -VIEW_SHIFT_PX)]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(base, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, VIEW_JPEG_QUALITY])
+    views.append(cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) if ok else base)
+    return np.stack(views)
+
+
 class Cloak:
     """Learned de-identification (``--mode cloak``): see the module docstring.
 
@@ -182,7 +220,11 @@ class Cloak:
         self._embedder: FaceEmbedder | None = None
         self._descriptors: dict[int, np.ndarray] = {}
         self._gains: dict[int, np.ndarray] = {}
-        self._failed: set[int] = set()
+        self._failed: set[int] = set()  # tracks blurred: failed the check
+        self._passed: set[int] = set()  # tracks decided: cloaked (the per-frame check still guards them)
+        self._samples: dict[int, list[int]] = {}  # frame -> tracks checked there before rendering
+        self._verdicts: dict[int, list[bool]] = {}  # track -> its samples' results
+        self._exact: FaceEmbedder | None = None
         self._blur = Blur()
 
     # -- model ---------------------------------------------------------------------------------
@@ -222,6 +264,7 @@ class Cloak:
             raise ModelError(f"{path}: not a cloak generator (inputs {names[0]}, outputs {names[1]}; expected {INPUTS} -> {OUTPUTS})")
         self._model = model
         self._embedder = FaceEmbedder(device=device, threads=threads, batch_size=BATCH, recognizer=DEFAULT_RECOGNIZER, backend=backend)
+        self._exact = FaceEmbedder(device=device, threads=threads, batch_size=BATCH, recognizer="exact", backend=backend)
         log.info("cloak: %s on %s, recognizer on %s", path, model.provider, self._embedder.provider)
 
     def generate(self, chips: np.ndarray, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +278,60 @@ class Cloak:
             out_y[s : s + len(blob)] = y.transpose(0, 2, 3, 1)
             out_m[s : s + len(blob)] = m[:, 0]
         return out_y, out_m
+
+    # -- the decision per track, before rendering ---------------------------------------------
+    def sample_frames(self, tracks: Sequence[Track], frame_count: int) -> list[int]:
+        """Frames to show ``decide`` before rendering: ``SAMPLES_PER_TRACK`` per track, spread
+        over the observed frames where its face is large enough to cloak. A track is then cloaked
+        for its whole length only if every sample passes the check under every test view, and
+        blurred for its whole length otherwise: no switch in the middle of a shot."""
+        self._samples.clear()
+        for t in tracks:
+            sides = np.minimum(t.boxes[:, 2] - t.boxes[:, 0], t.boxes[:, 3] - t.boxes[:, 1])
+            ok = np.flatnonzero(t.observed & (sides >= MIN_CLOAK_FACE_PX) & (t.frames < frame_count))
+            if t.landmarks is None or not len(ok):
+                continue  # nothing to check ahead: decided on the first frame it is cloaked in
+            picks = ok[np.unique(np.linspace(0, len(ok) - 1, SAMPLES_PER_TRACK).round().astype(int))]
+            for f in t.frames[picks].tolist():
+                self._samples.setdefault(int(f), []).append(t.track_id)
+        return sorted(self._samples)
+
+    def decide(self, image: np.ndarray, regions: Sequence[FaceRegion], frame: int, cfg: RenderConfig) -> None:
+        """Cloak the sampled tracks' faces of ``frame`` (on a copy) and record whether each one
+        passes the check under every test view (``reid_views``)."""
+        wanted = set(self._samples.get(frame, ()))
+        faces = []
+        for r in regions:
+            if r.track_id not in wanted or r.landmarks is None:
+                continue
+            rmask = mask_for(r, image.shape[:2], cfg)
+            if rmask is not None and float(r.box[2] - r.box[0]) >= MIN_CLOAK_FACE_PX:
+                faces.append((r, rmask, np.asarray(r.landmarks, np.float64)))
+        if not faces:
+            return
+        passed = self._cloak(image.copy(), faces, cfg, checked=[True] * len(faces), decide=True)
+        for (r, _, _), ok in zip(faces, passed):
+            self._verdicts.setdefault(r.track_id, []).append(ok)
+        for r, _, _ in faces:  # the samples are out of order: they must not seed the per-track averages
+            self._descriptors.pop(r.track_id, None)
+            self._gains.pop(r.track_id, None)
+
+    def end_decisions(self) -> None:
+        """Fix the decisions of the sampled tracks (``decide`` saw their samples)."""
+        for track_id, results in self._verdicts.items():
+            self._decided(track_id, all(results))
+        if self._verdicts:
+            good = sum(map(all, self._verdicts.values()))
+            log.info("cloak: %d of %d tracks pass the check under every test view", good, len(self._verdicts))
+        self._verdicts.clear()
+
+    def _decided(self, track_id: int, ok: bool) -> None:
+        if ok:
+            self._passed.add(track_id)
+            self.stats.tracks_cloaked += 1
+        else:
+            self._failed.add(track_id)
+            self.stats.tracks_blurred += 1
 
     # -- per track state -----------------------------------------------------------------------
     def _smooth(self, store: dict[int, np.ndarray], track_id: int, value: np.ndarray, weight: float) -> np.ndarray:
@@ -267,16 +364,40 @@ class Cloak:
                 lm = landmarks_from_box(r.box) if r.landmarks is None else np.asarray(r.landmarks, np.float64)
                 faces.append((r, rmask, lm))
         if faces:
-            blur += self._cloak(image, faces, cfg)
+            first = [r.track_id not in self._passed for r, _, _ in faces]  # not decided before rendering: decided here
+            ok = self._cloak(image, faces, cfg, checked=first)
+            for (r, _, _), good, new in zip(faces, ok, first):
+                if new:
+                    self._decided(r.track_id, bool(good))
+                elif not good:
+                    self._passed.discard(r.track_id)
+                    self._failed.add(r.track_id)
+                    self.stats.switched += 1
+                    log.info("cloak: track %d failed the per-frame check; blurred from here on", r.track_id)
+                if good:
+                    self.stats.cloaked += 1
+                else:
+                    self.stats.unverified += 1
+                    blur.append(r)
         if blur:
             self._blur.apply(image, blur, cfg)
         return image
 
-    def _cloak(self, image: np.ndarray, faces: list[tuple[FaceRegion, RegionMask, np.ndarray]], cfg: RenderConfig) -> list[FaceRegion]:
-        """Cloak ``faces`` in ``image``; returns those that must be blurred instead."""
+    def _cloak(
+        self,
+        image: np.ndarray,
+        faces: list[tuple[FaceRegion, RegionMask, np.ndarray]],
+        cfg: RenderConfig,
+        checked: Sequence[bool] = (),
+        decide: bool = False,
+    ) -> np.ndarray:
+        """Cloak ``faces`` in ``image``; returns for each whether it was written. A face is
+        written only if the fast recognizer no longer knows it (every frame), and for the faces
+        ``checked`` also the exact recognizer under every test view (``reid_views``). ``decide``:
+        only judge (the caller's image is a copy)."""
         if self._model is None:
             self._load(cfg)
-        assert self._embedder is not None
+        assert self._embedder is not None and self._exact is not None
         transforms = [chip_transform(lm) for _, _, lm in faces]
         chips150 = np.stack([warp_chip(image, t) for t in transforms])
         raw = self._embedder.embed(chips150)
@@ -295,20 +416,20 @@ class Cloak:
         if self.verify:  # judged on the frame as written, re-cut at the same alignment
             recut = np.stack([warp_chip(image, t) for t in transforms])
             still = distance(self._embedder.embed(recut), raw) < SAME_PERSON_L2 + VERIFY_MARGIN
+            robust = [i for i in range(len(faces)) if i < len(checked) and checked[i] and not still[i]]
+            if robust:
+                views = np.concatenate([reid_views(image, transforms[i]) for i in robust])
+                seen = self._exact.embed(views).reshape(len(robust), len(VIEWS), -1)
+                before = self._exact.embed(chips150[robust])
+                closest = distance(seen, before[:, None, :]).min(axis=1)
+                for i, d in zip(robust, closest):
+                    still[i] = d < SAME_PERSON_L2 + VERIFY_MARGIN
+        if decide:
+            return ~still
         if still.any():  # undo every paste (overlaps!), then paste only the faces that passed
             for (_, rmask, _), roi in zip(reversed(faces), reversed(saved)):
                 image[rmask.slices] = roi
             for i, (_, rmask, lm) in enumerate(faces):
                 if not still[i]:
                     paste(image, rmask, y[i], alphas[i], generator_transform(lm))
-        rejected: list[FaceRegion] = []
-        for i, (r, _, _) in enumerate(faces):
-            if not still[i]:
-                self.stats.cloaked += 1
-                continue
-            if r.track_id not in self._failed:
-                log.info("cloak: track %d is still recognizable after cloaking; blurring it from here on", r.track_id)
-            self._failed.add(r.track_id)
-            self.stats.unverified += 1
-            rejected.append(r)
-        return rejected
+        return ~still
