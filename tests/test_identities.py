@@ -127,6 +127,24 @@ def test_a_stream_forgets_the_descriptors_of_ended_shots():
     assert sampler.track_embedding([2, 3], [0, 0]) == (None, 0)
 
 
+def test_sampler_prune_keeps_every_embedding_and_drops_the_rest():
+    """A long open shot prunes the samples before the window: each track's best are kept (so its
+    embedding is the same), everything else before ``before`` goes."""
+    rng = np.random.default_rng(2)
+    sampler = DescriptorSampler(IdentityConfig(every=1, min_samples=1, max_samples=3), embedder=_CountingEmbedder())
+    for f in range(40):  # two faces a frame; quality ties (every fourth frame) test the tie rule
+        for i in range(2):
+            sampler.samples[(f, i)] = (rng.random(128).astype(np.float32), float(f % 4 == 0) + float(rng.integers(0, 3)))
+    frames, dets = list(range(0, 40, 2)), [0] * 20  # one track: every other frame, face 0
+    want = sampler.track_embedding(frames, dets)
+    sampler.prune(30, [(frames, dets)])
+    got = sampler.track_embedding(frames, dets)
+    assert got[1] == want[1] and np.array_equal(got[0], want[0])
+    old = [k for k in sampler.samples if k[0] < 30]
+    assert len(old) <= 3 and all(k[1] == 0 and k[0] % 2 == 0 for k in old)
+    assert all((f, i) in sampler.samples for f in range(30, 40) for i in range(2))
+
+
 class _CountingEmbedder:
     """Stands in for the recognizer where only which chips reach it matters."""
 

@@ -110,6 +110,22 @@ class DescriptorSampler:
         self.samples = {k: v for k, v in self.samples.items() if k[0] >= frame}
         self._quality = {k: v for k, v in self._quality.items() if k[0] >= frame}
 
+    def prune(self, before: int, tracks: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
+        """Drop the samples of frames before ``before`` that can no longer change an embedding:
+        those of no track, and beyond each track's ``max_samples`` best (``tracks``: each open
+        track's observation frames and detection indices). Why: a shot stays open for as long as
+        it lasts, an hour of one take, and a sample every few frames grows with it; the best
+        ones are kept with the tie rule ``track_embedding`` uses (earlier frame first), so every
+        embedding stays the same."""
+        self.flush()
+        keep: set[tuple[int, int]] = set()
+        for frames, det_indices in tracks:
+            old = [(int(f), int(i)) for f, i in zip(frames, det_indices) if f < before and (int(f), int(i)) in self.samples]
+            old.sort(key=lambda k: -self.samples[k][1])  # stable: frame order among equals
+            keep.update(old[: self.cfg.max_samples])
+        self.samples = {k: v for k, v in self.samples.items() if k[0] >= before or k in keep}
+        self._quality = {k: v for k, v in self._quality.items() if k[0] >= before or k in keep}
+
     def track_embedding(self, frames: Sequence[int], det_indices: Sequence[int]) -> tuple[np.ndarray | None, int]:
         """Mean descriptor of a track's best samples, and how many were averaged."""
         self.flush()

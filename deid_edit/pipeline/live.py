@@ -472,7 +472,8 @@ def live(
                 now = time.monotonic()
                 if now - last_report >= 1.0:
                     last_report = now
-                    release_free_memory()  # a live run lasts hours: what the allocator keeps must not creep up
+                    st.prune(pending[0][0] if pending else None)  # a live run lasts hours: nothing may grow with it
+                    release_free_memory()
                     progress.event("live", **stats.as_dict())
                     log.debug("%s", stats.summary())
         except KeyboardInterrupt:

@@ -189,6 +189,16 @@ class StreamRun:
             self.tracker.step(f, self.fa.detections[f])
             self.tracked += 1
 
+    def prune(self, first_waiting: int | None) -> None:
+        """In a long open shot, drop the descriptor samples no track can use any more: before the
+        reach of the first frame still waiting (an ahead plan's tracks start there), all but each
+        track's best. Memory stays flat through an hour-long take."""
+        before = min(self.tracked, self.tracked if first_waiting is None else first_waiting) - self.reach
+        if self.fa.sampler is None or before <= self.shot_start:
+            return
+        open_tracks = [*self.tracker.done, *self.tracker.active]
+        self.fa.sampler.prune(before, [(t.frames, t.det_indices) for t in open_tracks])
+
     def end_shot(self, end: int) -> None:
         """The open shot ended at ``end``: its tracks are final, and so are the decisions on them."""
         shot = Shot(self.shot_index, self.shot_start, end)
@@ -375,6 +385,7 @@ def run_streaming(
             progress.update("analyze", index + 1, max(total, index + 1))
             drain()
             if index % TRIM_EVERY == TRIM_EVERY - 1:
+                state.prune(pending_first())
                 release_free_memory()
         state.fa.flush()
         n = reader.frames_decoded
