@@ -38,7 +38,7 @@ import av
 import cv2
 import numpy as np
 
-from deid_edit.config import DetectConfig, RenderConfig
+from deid_edit.config import DetectConfig, EncodeConfig, RenderConfig
 from deid_edit.detect import create_detector
 from deid_edit.embed import CHIP_SIZE, SAME_PERSON_L2, FaceEmbedder, chip_transform, distance, warp_chip
 from deid_edit.generator.extract import lfw_held_out
@@ -269,6 +269,12 @@ FOOTAGE_CLIPS = (
     "phone_selfie_2faces.mp4",
     "crowd_small_faces_1080p.mp4",
 )
+
+
+def share_of(n: float, of: int) -> str:
+    return f"{n / of:6.1%}" if of else f"{'-':>6s}"
+
+
 FOOTAGE_MIN_FACE = 64  # px, short side of the region box: the "faces >= 64 px"
 SHEET_FACES = 24
 
@@ -285,10 +291,14 @@ def footage(clips: list[str], model: Path | None, every: int, threads: int, shee
 
     from deid_edit import analyze
     from deid_edit.io.decode import upright_k
-    from deid_edit.render.cloak import VIEWS, reid_views
+    from deid_edit.render.cloak import MIN_CLOAK_FACE_PX, VIEWS, landmarks_from_box, reid_views
     from deid_edit.render.shapes import to_coded
 
     render_mod = importlib.import_module("deid_edit.pipeline.render")
+
+    def face_landmarks(r: FaceRegion) -> np.ndarray:
+        return landmarks_from_box(r.box) if r.landmarks is None else np.asarray(r.landmarks, np.float64)
+
     cfg = RenderConfig(mode="cloak")
     detector = create_detector(DetectConfig(threads=threads))
     exact = FaceEmbedder(threads=threads, recognizer="exact")
@@ -307,29 +317,59 @@ def footage(clips: list[str], model: Path | None, every: int, threads: int, shee
         real = render_mod.get_anonymizer
         render_mod.get_anonymizer = lambda mode, c=cloak: c
         try:
-            render_mod.render(path, plan, out_path, cfg, None)
+            render_mod.render(path, plan, out_path, cfg, EncodeConfig(force=True))
         finally:
             render_mod.get_anonymizer = real
         k = upright_k(plan.video.rotation)
+        trial = Cloak(model=model, threads=threads, verify=False)  # the generator's attempt, for the sheet
+        with_faces = [
+            i
+            for i in range(plan.frame_count)
+            if any(min(r.box[2] - r.box[0], r.box[3] - r.box[1]) >= FOOTAGE_MIN_FACE and not r.weak for r in plan.regions_at(i))
+        ]
+        sheet_at = {with_faces[int(q * (len(with_faces) - 1))] for q in (0.2, 0.8)} if with_faces else set()
+        left = dict(cloak.cloaked_frames)  # a track is cloaked in the first frames it reached the generator in
         big = cloaked = 0
         reid = found = checked = 0
         shifts: list[float] = []
         flick_c: list[float] = []
         flick_o: list[float] = []
-        prev: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        last: tuple[np.ndarray, np.ndarray] | None = None  # the frame before, when it had cloaked faces
         with av.open(str(path)) as a, av.open(str(out_path)) as b:
             for i, (fa, fb) in enumerate(zip(a.decode(video=0), b.decode(video=0))):
                 regions = plan.regions_at(i)
-                large = [r for r in regions if min(r.box[2] - r.box[0], r.box[3] - r.box[1]) >= FOOTAGE_MIN_FACE and not r.weak]
-                big += len(large)
-                mine = [r for r in large if r.track_id in cloak._passed and r.landmarks is not None]
+                coded = to_coded(regions, k, fa.width, fa.height)  # coded pixels, as the renderer drew them
+                mine = []
+                for r in coded:
+                    if not r.weak and r.box[2] - r.box[0] >= MIN_CLOAK_FACE_PX and left.get(r.track_id, 0) > 0:
+                        left[r.track_id] -= 1
+                        if min(r.box[2] - r.box[0], r.box[3] - r.box[1]) >= FOOTAGE_MIN_FACE:
+                            mine.append(r)
+                big += sum(min(r.box[2] - r.box[0], r.box[3] - r.box[1]) >= FOOTAGE_MIN_FACE for r in coded if not r.weak)
                 cloaked += len(mine)
-                if not mine or i % every:
+                if i in sheet_at and len(sheet_rows) < SHEET_FACES:  # what the generator made of the largest face here, cloaked or not
+                    img_o, img_c = fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")
+                    r = max(coded, key=lambda q: q.box[2] - q.box[0])
+                    t = chip_transform(face_landmarks(r))
+                    shown = any(r is q for q in mine)
+                    attempt = img_c if shown else trial.apply(img_o.copy(), [r], cfg)
+                    pair = np.hstack([warp_chip(img_o, t), warp_chip(attempt, t)])
+                    pair[:4] = (40, 200, 40) if shown else (220, 40, 40)  # green: cloaked in the render; red: blurred there
+                    sheet_rows.append(pair)
+                if not mine:
+                    last = None
                     continue
                 img_o, img_c = fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")
-                mine = to_coded(mine, k, img_o.shape[1], img_o.shape[0])  # coded pixels, as the renderer drew them
+                for r in mine:  # flicker: frame to frame inside the box, both videos
+                    x0, y0, x1, y1 = (max(0, int(v)) for v in r.box)
+                    if last is not None:
+                        flick_o.append(float(np.abs(img_o[y0:y1, x0:x1].astype(int) - last[0][y0:y1, x0:x1]).mean()))
+                        flick_c.append(float(np.abs(img_c[y0:y1, x0:x1].astype(int) - last[1][y0:y1, x0:x1]).mean()))
+                last = (img_o, img_c)
+                if i % every:
+                    continue
                 for r in mine:
-                    t = chip_transform(np.asarray(r.landmarks, np.float64))
+                    t = chip_transform(face_landmarks(r))
                     e_o = exact.embed(warp_chip(img_o, t)[None])[0]
                     d = distance(exact.embed(reid_views(img_c, t)), e_o)
                     checked += 1
@@ -343,30 +383,23 @@ def footage(clips: list[str], model: Path | None, every: int, threads: int, shee
                     if got_o is not None and got_c is not None:
                         iod = float(np.linalg.norm(got_o[1][1] - got_o[1][0]))
                         shifts.append(float(np.linalg.norm(got_c[1] - got_o[1], axis=1).max() / max(iod, 1.0)))
-                    box = (slice(max(0, y0), y1), slice(max(0, x0), x1))
-                    if r.track_id in prev and prev[r.track_id][0].shape == img_o[box].shape:
-                        flick_o.append(float(np.abs(img_o[box].astype(int) - prev[r.track_id][0]).mean()))
-                        flick_c.append(float(np.abs(img_c[box].astype(int) - prev[r.track_id][1]).mean()))
-                    prev[r.track_id] = (img_o[box].astype(int), img_c[box].astype(int), t)
-                    if len(sheet_rows) < SHEET_FACES and checked % 7 == 1:
-                        sheet_rows.append(np.hstack([warp_chip(img_o, t), warp_chip(img_c, t)]))
         s = cloak.stats
         share = cloaked / big if big else float("nan")
         row = [big, cloaked, checked, reid, found, float(np.mean(shifts)) if shifts else np.nan]
         flicker = float(np.mean(flick_c) / max(np.mean(flick_o), 1e-6)) if flick_o else float("nan")
         print(
-            f"{name:34s} {big:7d} {share:8.1%} {reid / max(checked, 1):6.1%} {found / max(checked, 1):6.1%} "
+            f"{name:34s} {big:7d} {share:8.1%} {share_of(reid, int(checked))} {share_of(found, int(checked))} "
             f"{row[5]:8.3f} {flicker:8.2f}  {s.tracks_cloaked} cloaked, {s.tracks_blurred} blurred, {s.switched} switched"
         )
         total += np.array([big, cloaked, checked, reid, found, 0, 0])
     big, cloaked, checked, reid, found = total[:5]
     print(
-        f"{'all':34s} {int(big):7d} {cloaked / max(big, 1):8.1%} {reid / max(checked, 1):6.1%} {found / max(checked, 1):6.1%}"
+        f"{'all':34s} {int(big):7d} {cloaked / max(big, 1):8.1%} {share_of(reid, int(checked))} {share_of(found, int(checked))}"
         f"   (re-id: exact recognizer, L2 < {SAME_PERSON_L2}, any of: {', '.join(VIEWS)})"
     )
     if sheet_rows:
         cv2.imwrite(str(sheet), cv2.cvtColor(np.vstack(sheet_rows), cv2.COLOR_RGB2BGR))
-        print(f"contact sheet: {sheet} ({len(sheet_rows)} close-ups, original | cloaked)")
+        print(f"contact sheet: {sheet} ({len(sheet_rows)} close-ups, original | generator; green bar: cloaked in the render, red: blurred)")
 
 
 def main() -> None:
