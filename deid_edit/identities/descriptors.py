@@ -120,7 +120,8 @@ class DescriptorSampler:
         self.flush()
         keep: set[tuple[int, int]] = set()
         for frames, det_indices in tracks:
-            old = [(int(f), int(i)) for f, i in zip(frames, det_indices) if f < before and (int(f), int(i)) in self.samples]
+            keys = ((int(f), int(i)) for f, i in zip(frames, det_indices) if f < before)
+            old = [k for k in keys if k in self.samples]
             old.sort(key=lambda k: -self.samples[k][1])  # stable: frame order among equals
             keep.update(old[: self.cfg.max_samples])
         self.samples = {k: v for k, v in self.samples.items() if k[0] >= before or k in keep}

@@ -193,7 +193,7 @@ class StreamRun:
         """In a long open shot, drop the descriptor samples no track can use any more: before the
         reach of the first frame still waiting (an ahead plan's tracks start there), all but each
         track's best. Memory stays flat through an hour-long take."""
-        before = min(self.tracked, self.tracked if first_waiting is None else first_waiting) - self.reach
+        before = (self.tracked if first_waiting is None else min(self.tracked, first_waiting)) - self.reach
         if self.fa.sampler is None or before <= self.shot_start:
             return
         open_tracks = [*self.tracker.done, *self.tracker.active]

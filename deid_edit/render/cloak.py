@@ -421,8 +421,8 @@ class Cloak:
         still = np.zeros(len(faces), bool)
         if self.verify:  # judged on the frame as written, re-cut at the same alignment
             recut = np.stack([warp_chip(image, t) for t in transforms])
-            extra = np.array([DECIDE_MARGIN if decide else 0.0 for _ in faces])
-            still = distance(self._embedder.embed(recut), raw) < SAME_PERSON_L2 + VERIFY_MARGIN + extra
+            limit = SAME_PERSON_L2 + VERIFY_MARGIN + (DECIDE_MARGIN if decide else 0.0)
+            still = distance(self._embedder.embed(recut), raw) < limit
             robust = [i for i in range(len(faces)) if i < len(checked) and checked[i] and not still[i]]
             if robust:
                 views = np.concatenate([reid_views(image, transforms[i]) for i in robust])
@@ -430,7 +430,7 @@ class Cloak:
                 before = self._exact.embed(chips150[robust])
                 closest = distance(seen, before[:, None, :]).min(axis=1)
                 for i, d in zip(robust, closest):
-                    still[i] = d < SAME_PERSON_L2 + VERIFY_MARGIN + extra[i]
+                    still[i] = d < limit
         if decide:
             return ~still
         if still.any():  # undo every paste (overlaps!), then paste only the faces that passed
