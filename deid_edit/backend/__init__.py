@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -108,18 +109,44 @@ def resolve_backend(backend: str, device: str) -> str:
     return "onnxruntime"
 
 
+# Models loaded in this process, so a batch (threads, or a Ray worker running file after file)
+# loads each model once, not once per file. Keyed by the file's identity too: a replaced file is
+# loaded (and checksum-verified) again. ORT sessions and the torch modules are used read-only.
+_LOADED: dict[tuple[object, ...], InferenceModel] = {}
+_LOADED_LOCK = threading.Lock()
+_LOADS = 0
+
+
+def load_count() -> int:
+    """How many times this process has read a model from disk (tests, the Ray worker's report)."""
+    return _LOADS
+
+
 def load_model(
     name: str, backend: str = "auto", device: str = "auto", threads: int = 0, fp16: bool = False, path: str | os.PathLike[str] | None = None
 ) -> InferenceModel:
     """Model ``name`` loaded on the backend ``resolve_backend`` picks; from the file ``path`` when
     given (a model under evaluation), else from the manifest's checksum-verified file. ``name``
-    also says how the torch backend builds its module (``torch_backend.load_module``)."""
+    also says how the torch backend builds its module (``torch_backend.load_module``). Loaded
+    once per process for the same file and settings."""
+    global _LOADS
     chosen = resolve_backend(backend, device)
     file = Path(path) if path is not None else model_path(name)
+    st = file.stat()
+    key = (name, chosen, str(file.resolve()), st.st_mtime_ns, st.st_size, device, threads, fp16)
+    with _LOADED_LOCK:
+        model = _LOADED.get(key)
+        if model is None:
+            model = _LOADED[key] = _read_model(name, chosen, file, device, threads, fp16, path is not None)
+            _LOADS += 1
+    return model
+
+
+def _read_model(name: str, chosen: str, file: Path, device: str, threads: int, fp16: bool, given: bool) -> InferenceModel:
     if chosen == "onnxruntime":
         if fp16:
             raise ModelError("fp16 autocast exists only on the torch backend (--backend torch)")
         return OrtModel(file, device, threads)
     from .torch_backend import TorchModel, load_module
 
-    return TorchModel(load_module(name, file), device, threads=threads, fp16=fp16, name=file.name if path is not None else name)
+    return TorchModel(load_module(name, file), device, threads=threads, fp16=fp16, name=file.name if given else name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import types
 from contextlib import nullcontext
 from pathlib import Path
@@ -235,6 +236,7 @@ class TorchModel:
             torch.backends.cuda.matmul.allow_tf32 = False
         self.fp16 = fp16
         self.fallback = self.device.type != "cpu" if fallback is None else fallback
+        self._lock = threading.Lock()
         self.max_batch: int | None = None
         self._pinned: dict[int, torch.Tensor] = {}  # per input position
         log.info("%s runs on torch %s%s", name, self.device, " (fp16 autocast)" if fp16 else "")
@@ -272,6 +274,10 @@ class TorchModel:
             torch.cuda.empty_cache()
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        with self._lock:  # one model is shared by a batch's threads (backend.load_model); the pinned buffers are not
+            return self._run(inputs)
+
+    def _run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         n = len(inputs[0])
         if any(len(x) != n for x in inputs):
             raise ValueError(f"{self.name}: inputs of different batch sizes {[len(x) for x in inputs]}")
