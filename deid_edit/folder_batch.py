@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 
 from .config import AnalyzeConfig, EncodeConfig, RenderConfig
-from .detect import create_detector
+from .detect import FaceDetector, create_detector
 from .errors import DeidError, InputError
 from .faces import write_kept_sheet
 from .identities import Selection, SelectionReport
@@ -45,12 +45,20 @@ VIDEO_SUFFIXES = frozenset(
 # leading bytes of the containers cameras, phones and edit suites write: such a file that FFmpeg
 # cannot open is a damaged video (failed), not something else that happens to sit in the folder
 _CONTAINER_MAGIC: tuple[tuple[int, bytes], ...] = (
-    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"wide"), (4, b"free"), (4, b"skip"),  # MP4, MOV, 3GP
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"wide"),
+    (4, b"free"),
+    (4, b"skip"),  # MP4, MOV, 3GP
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
     (0, b"RIFF"),  # AVI
     (0, b"\x06\x0e\x2b\x34"),  # MXF
     (0, b"\x30\x26\xb2\x75"),  # ASF, WMV
-    (0, b"FLV"), (0, b"OggS"), (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # FLV, Ogg, MPEG-PS/ES
+    (0, b"FLV"),
+    (0, b"OggS"),
+    (0, b"\x00\x00\x01\xba"),
+    (0, b"\x00\x00\x01\xb3"),  # FLV, Ogg, MPEG-PS/ES
 )
 
 
@@ -122,6 +130,74 @@ class BatchItem:
     faces: int
     error: str = ""  # why: the error of a failed file, what a skipped or not-a-video file is
     kept: str = ""  # with --keep/--only: the tracks left visible ("" without a selection)
+    frames: int = 0  # frames written (1 for a photo)
+    retried: int = 0  # times the file was started again after its worker died (batch --ray)
+
+
+def list_files(src: Path, dst: Path) -> list[Path]:
+    """Every file under ``src`` (sorted), without those under ``dst`` when it lies inside ``src``."""
+    out_root = dst.resolve()
+    return [p for p in sorted(src.rglob("*")) if p.is_file() and out_root not in p.resolve().parents]
+
+
+def target_for(path: Path, src: Path, dst: Path) -> Path:
+    """Where ``path``'s output goes in the mirrored tree (a video under an odd name gets .mp4)."""
+    target = dst / path.relative_to(src)
+    if target.suffix.lower() not in OUTPUT_FORMATS and not is_photo(path):
+        target = target.with_name(target.name + ".mp4")
+    return target
+
+
+def process_file(
+    path: Path,
+    src: Path,
+    dst: Path,
+    acfg: AnalyzeConfig,
+    render_cfg: RenderConfig | None,
+    ecfg: EncodeConfig,
+    selection: Selection | None,
+    detector: FaceDetector | None,
+    progress: ProgressSink | None = None,
+) -> BatchItem:
+    """One file of a batch: classified, skipped when its output exists, else run; a ``DeidError``
+    becomes a failed row (the batch goes on). Shared by the threaded and the Ray batch."""
+    kind, why = classify(path)
+    if kind in ("not a video", "failed"):
+        if kind == "failed":
+            log.error("%s", why)
+        return BatchItem(str(path), "", kind, 0.0, 0, why)
+    target = target_for(path, src, dst)
+    t0 = time.monotonic()
+    if target.is_file() and not ecfg.force:
+        return BatchItem(str(path), str(target), "skipped", 0.0, 0, "its output exists (done before); --force redoes it")
+    try:
+        heard: dict[str, object] = {}
+        if kind == "photo":
+            _, plan, report = run_photo(path, target, acfg, render_cfg, replace(ecfg, force=True), selection)
+            kept = "" if report is None else " ".join(map(str, report.kept_tracks())) or "none"
+            return BatchItem(str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.tracks), kept=kept, frames=1)
+        _, plan = run(
+            path,
+            target,
+            acfg,
+            render_cfg,
+            replace(ecfg, force=True),
+            progress,
+            detector=detector,
+            selection=selection,
+            on_selection=lambda p, r: heard.update(plan=p, report=r),
+        )
+        kept = ""
+        report = heard.get("report")
+        if isinstance(report, SelectionReport):
+            write_kept_sheet(path, plan, report.kept_tracks(), kept_sheet_path(target))
+            kept = " ".join(map(str, report.kept_tracks())) or "none"
+        return BatchItem(
+            str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.identities), kept=kept, frames=plan.frame_count
+        )
+    except DeidError as exc:
+        log.error("%s", exc)
+        return BatchItem(str(path), str(target), "failed", round(time.monotonic() - t0, 2), 0, str(exc))
 
 
 def batch(
@@ -140,58 +216,21 @@ def batch(
     (its output exists), failed (with the error) or not a video (with what it is), so nothing a
     journalist put in the folder can go missing unnoticed. Outputs appear only when complete
     (atomic rename), so an existing output means done: a rerun after an interruption skips it. One
-    file's failure is recorded and the others go on.
+    file's failure is recorded and the others go on. (``cluster.batch_ray``: the same on Ray.)
     """
     src, dst = Path(in_dir), Path(out_dir)
     if not src.is_dir():
         raise InputError(f"{src}: not a folder; give the folder holding the videos")
     dst.mkdir(parents=True, exist_ok=True)
-    out_root = dst.resolve()
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and out_root not in p.resolve().parents]
+    files = list_files(src, dst)
     ecfg = encode_cfg or EncodeConfig()
     acfg = analyze_cfg or AnalyzeConfig()
     selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
     detector = create_detector(beside_encoder(acfg.detect))  # each run encodes while it detects
 
     def one(path: Path) -> BatchItem:
-        kind, why = classify(path)
-        if kind in ("not a video", "failed"):
-            if kind == "failed":
-                log.error("%s", why)
-            return BatchItem(str(path), "", kind, 0.0, 0, why)
-        target = dst / path.relative_to(src)
-        if target.suffix.lower() not in OUTPUT_FORMATS and not is_photo(path):  # a video under an odd name: write MP4
-            target = target.with_name(target.name + ".mp4")
-        t0 = time.monotonic()
-        if target.is_file() and not ecfg.force:
-            return BatchItem(str(path), str(target), "skipped", 0.0, 0, "its output exists (done before); --force redoes it")
-        try:
-            progress = progress_for(path) if progress_for else None
-            heard: dict[str, object] = {}
-            if kind == "photo":
-                _, plan, report = run_photo(path, target, acfg, render_cfg, replace(ecfg, force=True), selection)
-                kept = "" if report is None else " ".join(map(str, report.kept_tracks())) or "none"
-                return BatchItem(str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.tracks), kept=kept)
-            _, plan = run(
-                path,
-                target,
-                acfg,
-                render_cfg,
-                replace(ecfg, force=True),
-                progress,
-                detector=detector,
-                selection=selection,
-                on_selection=lambda p, r: heard.update(plan=p, report=r),
-            )
-            kept = ""
-            report = heard.get("report")
-            if isinstance(report, SelectionReport):
-                write_kept_sheet(path, plan, report.kept_tracks(), kept_sheet_path(target))
-                kept = " ".join(map(str, report.kept_tracks())) or "none"
-            return BatchItem(str(path), str(target), "done", round(time.monotonic() - t0, 2), len(plan.identities), kept=kept)
-        except DeidError as exc:
-            log.error("%s", exc)
-            return BatchItem(str(path), str(target), "failed", round(time.monotonic() - t0, 2), 0, str(exc))
+        progress = progress_for(path) if progress_for else None
+        return process_file(path, src, dst, acfg, render_cfg, ecfg, selection, detector, progress)
 
     if jobs > 1:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -203,11 +242,11 @@ def batch(
 
 
 def write_summary(out_dir: Path, items: list[BatchItem]) -> None:
-    """``deid-edit-summary.json`` and ``.csv`` in ``out_dir`` (file, status, seconds, faces, error)."""
+    """``deid-edit-summary.json`` and ``.csv`` in ``out_dir``: one row per file, the fields of ``BatchItem``."""
     rows = [item.__dict__ for item in items]
     (out_dir / f"{SUMMARY}.json").write_text(json.dumps({"files": rows}, indent=1))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["file", "output", "status", "seconds", "faces", "error", "kept"])
+    w = csv.DictWriter(buf, fieldnames=list(BatchItem.__dataclass_fields__))
     w.writeheader()
     w.writerows(rows)
     (out_dir / f"{SUMMARY}.csv").write_text(buf.getvalue())

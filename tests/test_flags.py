@@ -21,6 +21,7 @@ NOT_SETTINGS = {
     "keep", "only", "keep_identity", "only_identity",
     "lookahead", "two_pass",  # how run schedules its stages, not a stage's setting
     "source", "dest", "latency", "when_late", "input_format", "idle_timeout",  # live's own
+    "ray_address", "cpus_per_task", "gpus_per_task", "retries",  # batch --ray: where files run, not how
 }  # fmt: skip
 STAGE_COMMANDS = ("run", "analyze", "render", "batch", "live")
 

@@ -7,10 +7,12 @@ imports click and tqdm with the rest of ``deid_edit.cli``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,41 @@ class TqdmProgress:
     def event(self, stage: str, **fields: Any) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+@contextlib.contextmanager
+def cluster_progress(kind: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """The ``on_progress`` of a batch on Ray: a bar of files (done, failed, remaining, fps over the
+    cluster), or ``{"stage": "batch", ...}`` JSON lines (about one a second, and after each file)."""
+    state: dict[str, Any] = {"bar": None, "last": 0.0, "finished": 0}
+    json_out = JsonProgress() if kind == "json" else None
+
+    def on_progress(counts: dict[str, Any]) -> None:
+        finished = counts["files"] - counts["remaining"]
+        if json_out is not None:
+            now = time.monotonic()
+            if finished != state["finished"] or now - state["last"] >= 1.0 or not counts["remaining"]:
+                state["last"], state["finished"] = now, finished
+                json_out.event("batch", **counts)
+            return
+        if kind != "bar" or not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        bar = state["bar"]
+        if bar is None:
+            bar = state["bar"] = tqdm(total=counts["files"], desc="batch (ray)", unit="file", file=sys.stderr)
+        bar.update(finished - bar.n)
+        bar.set_postfix_str(
+            f"{counts['done']} done, {counts['failed']} failed, {counts['remaining']} left, {counts['fps']:.1f} fps", refresh=False
+        )
+        bar.refresh()
+
+    try:
+        yield on_progress
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
 
 
 def make_progress(kind: str, **context: Any) -> ProgressSink:

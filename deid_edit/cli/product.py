@@ -23,6 +23,7 @@ from .common import (
     _warn_review_mode,
     analyze_options,
     cli,
+    cluster_progress,
     encode_options,
     make_progress,
     render_options,
@@ -373,34 +374,96 @@ NOT_VIDEO_LINES = 10  # the rest of a folder's sidecar files are in the summary,
 @click.argument("in_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder (tree mirrored).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Files processed in parallel.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run every file as a task on a Ray cluster: alone, a cluster started here; with an address "
+    "(host:6379, ray://host:10001, auto), that cluster. IN_DIR and the output must be on storage every worker sees.",
+)
+@click.option(
+    "--cpus-per-task", type=click.FloatRange(0.1, 256), default=1.0, show_default=True, help="With --ray: CPUs a file's task asks for."
+)
+@click.option(
+    "--gpus-per-task",
+    type=click.FloatRange(0, 16),
+    default=None,
+    help="With --ray: GPUs a file's task asks for (default 1 where the cluster has GPUs, else 0).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=2,
+    show_default=True,
+    help="With --ray: times a file starts again after its worker died (killed, out of memory, machine lost).",
+)
 @analyze_options
 @render_options
 @selection_options
 @encode_options
 @verbosity_options
-def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: Any) -> None:
+def batch(
+    in_dir: Path,
+    out_dir: Path,
+    jobs: int,
+    ray_address: str | None,
+    cpus_per_task: float,
+    gpus_per_task: float | None,
+    retries: int,
+    progress_kind: str,
+    **opts: Any,
+) -> None:
     """Anonymize every video under IN_DIR into OUT_DIR; resumable; writes a summary.
 
     --keep/--only photos apply to every file, decided per track as in 'run'; each output with a
-    selection gets OUT.kept.png and its kept tracks in the summary."""
+    selection gets OUT.kept.png and its kept tracks in the summary. --ray spreads the files over a
+    Ray cluster (pip install 'deid-edit[ray]'); put it after IN_DIR."""
     from ..folder_batch import BATCH_STATUSES, SUMMARY
     from ..folder_batch import batch as batch_pipeline
 
     if opts.get("keep_identity") or opts.get("only_identity"):
         raise click.UsageError("--keep-identity/--only-identity name identities of one plan; in a batch use --keep/--only photos")
+    if ray_address is None and (cpus_per_task != 1.0 or gpus_per_task is not None or retries != 2):
+        raise click.UsageError("--cpus-per-task, --gpus-per-task and --retries go with --ray")
+    if ray_address is not None and jobs != 1:
+        raise click.UsageError("with --ray the cluster's CPUs set how many files run at once; use --cpus-per-task, not --jobs")
     selection = _selection(opts)
     acfg = AnalyzeConfig.from_options(**opts)
     rcfg, ecfg = render_config(**opts), encode_config(**opts)
     _warn_review_mode(rcfg.mode)
-    items = batch_pipeline(
-        in_dir, out_dir, acfg, rcfg, ecfg, jobs, progress_for=lambda p: make_progress(progress_kind, file=str(p)), selection=selection
-    )
+    if ray_address is not None:
+        from ..cluster import ClusterOptions, batch_ray
+
+        options = ClusterOptions(
+            address=None if ray_address == "local" else ray_address,
+            cpus_per_task=cpus_per_task,
+            gpus_per_task=gpus_per_task,
+            retries=retries,
+        )
+        with cluster_progress(progress_kind) as on_progress:
+            items, report = batch_ray(in_dir, out_dir, acfg, rcfg, ecfg, options, selection, on_progress)
+        log.info(
+            "ray: started or joined in %.1f s, first file began %.1f s after submission, stopped in %.1f s; %g GPU per task; %s",
+            report.startup_seconds,
+            report.first_task_seconds,
+            report.shutdown_seconds,
+            report.gpus_per_task,
+            ", ".join(f"worker {k}: {w['files']} files, {w['model_loads']} model loads" for k, w in report.workers.items()),
+        )
+    else:
+        items = batch_pipeline(
+            in_dir, out_dir, acfg, rcfg, ecfg, jobs, progress_for=lambda p: make_progress(progress_kind, file=str(p)), selection=selection
+        )
+    retried = [i for i in items if i.retried]
     failed = [i for i in items if i.status == "failed"]
     counts = {s: sum(1 for i in items if i.status == s) for s in BATCH_STATUSES}
     summary = out_dir / f"{SUMMARY}.json"
     if progress_kind == "json":
         by_status = {k.replace(" ", "_"): v for k, v in counts.items()}
-        JsonProgress().event("done", output=str(out_dir), summary=str(summary), files=len(items), **by_status)
+        JsonProgress().event("done", output=str(out_dir), summary=str(summary), files=len(items), retried=len(retried), **by_status)
     else:
         click.echo(
             f"{len(items)} files: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
@@ -411,6 +474,8 @@ def batch(in_dir: Path, out_dir: Path, jobs: int, progress_kind: str, **opts: An
             click.echo(f"not a video: {item.file} ({item.error})")
         if len(others) > NOT_VIDEO_LINES:
             click.echo(f"... and {len(others) - NOT_VIDEO_LINES} more not-video files, listed in the summary")
+        for item in retried:
+            click.echo(f"retried {item.retried}x after its worker died: {item.file} ({item.status})")
     for item in failed:
         click.echo(f"deid-edit: failed: {item.error}", err=True)
     if failed:
