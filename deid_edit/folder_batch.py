@@ -45,20 +45,12 @@ VIDEO_SUFFIXES = frozenset(
 # leading bytes of the containers cameras, phones and edit suites write: such a file that FFmpeg
 # cannot open is a damaged video (failed), not something else that happens to sit in the folder
 _CONTAINER_MAGIC: tuple[tuple[int, bytes], ...] = (
-    (4, b"ftyp"),
-    (4, b"moov"),
-    (4, b"mdat"),
-    (4, b"wide"),
-    (4, b"free"),
-    (4, b"skip"),  # MP4, MOV, 3GP
+    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"wide"), (4, b"free"), (4, b"skip"),  # MP4, MOV, 3GP
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
     (0, b"RIFF"),  # AVI
     (0, b"\x06\x0e\x2b\x34"),  # MXF
     (0, b"\x30\x26\xb2\x75"),  # ASF, WMV
-    (0, b"FLV"),
-    (0, b"OggS"),
-    (0, b"\x00\x00\x01\xba"),
-    (0, b"\x00\x00\x01\xb3"),  # FLV, Ogg, MPEG-PS/ES
+    (0, b"FLV"), (0, b"OggS"), (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # FLV, Ogg, MPEG-PS/ES
 )
 
 
