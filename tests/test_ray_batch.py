@@ -15,18 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import decoded
-
-from deid_edit.cli import main
+from test_batch import run_cli
 
 FAST = ("--progress", "none", "--preset", "ultrafast")
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def rows(out: Path) -> dict[str, dict[str, str]]:
