@@ -30,12 +30,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("deid_edit.pipeline", "deid_edit.faces"),
     ("deid_edit.photo", "deid_edit.otio", "deid_edit.audit"),
     ("deid_edit.folder_batch", "deid_edit.generator", "deid_edit.convert"),
+    ("deid_edit.cluster",),  # batch on Ray: folder_batch's per-file routine as Ray tasks
     ("deid_edit.cli", "deid_edit.__main__", "deid_edit"),
 )
 # what the product runs (run, analyze, render, batch, faces, audit, photos, OTIO): never the training or converters
 RUNTIME = (
     "deid_edit.nets", "deid_edit.backend", "deid_edit.detect", "deid_edit.embed", "deid_edit.render", "deid_edit.pipeline",
-    "deid_edit.photo", "deid_edit.folder_batch", "deid_edit.faces", "deid_edit.audit", "deid_edit.otio", "deid_edit.identities",
+    "deid_edit.photo", "deid_edit.folder_batch", "deid_edit.cluster", "deid_edit.faces", "deid_edit.audit", "deid_edit.otio",
+    "deid_edit.identities",
     "deid_edit.cli.common", "deid_edit.cli.product",
 )  # fmt: skip
 OFFLINE = ("deid_edit.generator", "deid_edit.convert")
