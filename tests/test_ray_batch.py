@@ -213,3 +213,20 @@ def test_ray_batch_joins_a_running_cluster(sample_clip, tmp_path, monkeypatch):
         assert status.returncode == 0, status.stderr  # still up: batch stops only a cluster it started
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_ray_task_on_a_worker_that_cannot_see_the_files(tmp_path):
+    """A worker without the shared storage fails the file with one line saying so (no Ray needed:
+    the task function itself, as a worker on another machine would run it)."""
+    from deid_edit.cluster import run_task
+    from deid_edit.config import AnalyzeConfig, EncodeConfig
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    dst.mkdir()
+    item, who = run_task(src / "a.mp4", src, dst, AnalyzeConfig(), None, EncodeConfig(), None, board=None)
+    assert item.status == "failed" and "not visible on worker" in item.error and "shared" not in item.file
+    assert "storage every worker mounts" in item.error and who["pid"] == os.getpid()
+    src.mkdir()
+    (src / "a.mp4").write_bytes(b"\x00" * 10)
+    item, _ = run_task(src / "a.mp4", src, tmp_path / "elsewhere", AnalyzeConfig(), None, EncodeConfig(), None, board=None)
+    assert item.status == "failed" and "output folder not visible" in item.error
