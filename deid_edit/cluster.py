@@ -35,7 +35,7 @@ from typing import Any
 
 from .config import AnalyzeConfig, EncodeConfig, RenderConfig
 from .errors import DeidError, InputError
-from .folder_batch import BATCH_STATUSES, BatchItem, list_files, process_file, target_for, write_summary
+from .folder_batch import BATCH_STATUSES, BatchItem, open_batch, process_file, target_for, write_summary
 from .identities import Selection
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,10 @@ class BoardProgress:
         self.board, self.file, self.last = board, file, 0.0
 
     def update(self, stage: str, done: int, total: int) -> None:
+        if stage != "render":
+            return
         now = time.monotonic()
-        if stage == "render" and (now - self.last >= REPORT_EVERY or done >= total):
+        if now - self.last >= REPORT_EVERY or done >= total:
             self.last = now
             self.board.report.remote(self.file, done)
 
@@ -169,16 +171,13 @@ def check_feasible(ray: Any, cpus: float, gpus: float) -> None:
         raise InputError(f"--cpus-per-task {cpus:g}: no node of the cluster has that many CPUs (at most {most:g}); ask for fewer")
 
 
-def remove_partials(target: Path) -> list[Path]:
+def remove_partials(target: Path) -> None:
     """Delete the temporary files a killed run left beside ``target`` (``encode.temp_path_for``)."""
-    gone = []
     for p in target.parent.glob(f".{target.stem}.*.part{target.suffix}"):
         try:
             p.unlink()
-            gone.append(p)
-        except OSError:
+        except OSError:  # gone already, or not ours to delete: the retry writes a new one anyway
             pass
-    return gone
 
 
 def batch_ray(
@@ -194,17 +193,11 @@ def batch_ray(
     """``folder_batch.batch`` with every file a Ray task; returns the rows (in file order, as the
     summary) and what the cluster did. ``on_progress`` gets the counts (files done, failed,
     remaining, frames, fps over the cluster) about twice a second and after every file."""
-    from .pipeline import selection_references
-
     opts = options or ClusterOptions()
     ray = import_ray()
-    src, dst = Path(in_dir), Path(out_dir)
-    if not src.is_dir():
-        raise InputError(f"{src}: not a folder; give the folder holding the videos")
-    dst.mkdir(parents=True, exist_ok=True)
-    files = list_files(src, dst)
-    ecfg, acfg = encode_cfg or EncodeConfig(), analyze_cfg or AnalyzeConfig()
-    selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
+    acfg = analyze_cfg or AnalyzeConfig()
+    src, dst, files = open_batch(in_dir, out_dir, selection, acfg)
+    ecfg = encode_cfg or EncodeConfig()
     report = ClusterReport()
     started = not ray.is_initialized()
     t0 = time.monotonic()
@@ -221,7 +214,9 @@ def batch_ray(
             raise InputError(f"cannot start or join {where} ({first}); {advice}") from exc
     report.startup_seconds = time.monotonic() - t0
     try:
-        items = _schedule(ray, files, src, dst, acfg, render_cfg, ecfg, opts, selection, report, on_progress)
+        # workers run in other folders (and machines): they get absolute paths, the rows are mapped back
+        absolute = [src.resolve() / p.relative_to(src) for p in files]
+        items = _schedule(ray, absolute, src.resolve(), dst.resolve(), acfg, render_cfg, ecfg, opts, selection, report, on_progress)
         items = [_as_given(it, src, dst) for it in items]
     finally:
         if started:
@@ -259,7 +254,6 @@ def _schedule(
 ) -> list[BatchItem]:
     from ray.exceptions import RayError, RayTaskError
 
-    given_src = src
     gpus = opts.gpus_per_task
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -269,10 +263,6 @@ def _schedule(
     # (max_retries=0), so the summary can say which file was started again and why
     task = ray.remote(max_calls=0, max_retries=0)(run_task).options(num_cpus=opts.cpus_per_task, num_gpus=gpus)
     board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-
-    # workers run in other folders (and machines): they get absolute paths, the rows are mapped back
-    src, dst = src.resolve(), dst.resolve()
-    files = [src / p.relative_to(given_src) for p in files]
 
     def submit(i: int) -> Any:
         return task.remote(files[i], src, dst, acfg, rcfg, ecfg, selection, board)

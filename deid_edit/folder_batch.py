@@ -140,6 +140,19 @@ def target_for(path: Path, src: Path, dst: Path) -> Path:
     return target
 
 
+def open_batch(
+    in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], selection: Selection | None, acfg: AnalyzeConfig
+) -> tuple[Path, Path, list[Path]]:
+    """What every batch checks before its first file: the input folder, the output folder (made),
+    the files, and the --keep/--only photos (a bad photo stops the batch before any file)."""
+    src, dst = Path(in_dir), Path(out_dir)
+    if not src.is_dir():
+        raise InputError(f"{src}: not a folder; give the folder holding the videos")
+    dst.mkdir(parents=True, exist_ok=True)
+    selection_references(selection, acfg.identity.recognizer)
+    return src, dst, list_files(src, dst)
+
+
 def process_file(
     path: Path,
     src: Path,
@@ -210,14 +223,9 @@ def batch(
     (atomic rename), so an existing output means done: a rerun after an interruption skips it. One
     file's failure is recorded and the others go on. (``cluster.batch_ray``: the same on Ray.)
     """
-    src, dst = Path(in_dir), Path(out_dir)
-    if not src.is_dir():
-        raise InputError(f"{src}: not a folder; give the folder holding the videos")
-    dst.mkdir(parents=True, exist_ok=True)
-    files = list_files(src, dst)
-    ecfg = encode_cfg or EncodeConfig()
     acfg = analyze_cfg or AnalyzeConfig()
-    selection_references(selection, acfg.identity.recognizer)  # a bad photo stops the batch before any file
+    src, dst, files = open_batch(in_dir, out_dir, selection, acfg)
+    ecfg = encode_cfg or EncodeConfig()
     detector = create_detector(beside_encoder(acfg.detect))  # each run encodes while it detects
 
     def one(path: Path) -> BatchItem:
