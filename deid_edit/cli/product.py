@@ -384,9 +384,7 @@ NOT_VIDEO_LINES = 10  # the rest of a folder's sidecar files are in the summary,
     help="Run every file as a task on a Ray cluster: alone, a cluster started here; with an address "
     "(host:6379, ray://host:10001, auto), that cluster. IN_DIR and the output must be on storage every worker sees.",
 )
-@click.option(
-    "--cpus-per-task", type=click.FloatRange(0.1, 256), default=1.0, show_default=True, help="With --ray: CPUs a file's task asks for."
-)
+@click.option("--cpus-per-task", type=click.FloatRange(0.1, 256), default=None, help="With --ray: CPUs a file's task asks for (default 1).")
 @click.option(
     "--gpus-per-task",
     type=click.FloatRange(0, 16),
@@ -396,9 +394,8 @@ NOT_VIDEO_LINES = 10  # the rest of a folder's sidecar files are in the summary,
 @click.option(
     "--retries",
     type=click.IntRange(0, 100),
-    default=2,
-    show_default=True,
-    help="With --ray: times a file starts again after its worker died (killed, out of memory, machine lost).",
+    default=None,
+    help="With --ray: times a file starts again after its worker died (killed, out of memory, machine lost; default 2).",
 )
 @analyze_options
 @render_options
@@ -410,9 +407,9 @@ def batch(
     out_dir: Path,
     jobs: int,
     ray_address: str | None,
-    cpus_per_task: float,
+    cpus_per_task: float | None,
     gpus_per_task: float | None,
-    retries: int,
+    retries: int | None,
     progress_kind: str,
     **opts: Any,
 ) -> None:
@@ -426,7 +423,8 @@ def batch(
 
     if opts.get("keep_identity") or opts.get("only_identity"):
         raise click.UsageError("--keep-identity/--only-identity name identities of one plan; in a batch use --keep/--only photos")
-    if ray_address is None and (cpus_per_task != 1.0 or gpus_per_task is not None or retries != 2):
+    ray_only = {"cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task, "retries": retries}  # None: not given
+    if ray_address is None and any(v is not None for v in ray_only.values()):
         raise click.UsageError("--cpus-per-task, --gpus-per-task and --retries go with --ray")
     if ray_address is not None and jobs != 1:
         raise click.UsageError("with --ray the cluster's CPUs set how many files run at once; use --cpus-per-task, not --jobs")
@@ -437,12 +435,8 @@ def batch(
     if ray_address is not None:
         from ..cluster import ClusterOptions, batch_ray
 
-        options = ClusterOptions(
-            address=None if ray_address == "local" else ray_address,
-            cpus_per_task=cpus_per_task,
-            gpus_per_task=gpus_per_task,
-            retries=retries,
-        )
+        given = {k: v for k, v in ray_only.items() if v is not None}  # the rest: ClusterOptions' defaults
+        options = ClusterOptions(address=None if ray_address == "local" else ray_address, **given)
         with cluster_progress(progress_kind) as on_progress:
             items, report = batch_ray(in_dir, out_dir, acfg, rcfg, ecfg, options, selection, on_progress)
         log.info(
