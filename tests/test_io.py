@@ -3,6 +3,9 @@ tags, audio bit-exact; codec choices for editors. Generated fixtures plus real f
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -204,3 +207,35 @@ def test_start_timecode_kept_for_editors(tmp_path):
     with av.open(str(out)) as c:
         assert c.streams.video[0].metadata.get("timecode") == "01:00:00;00"
         assert [s.metadata.get("timecode") for s in c.streams if s.type == "data"] == ["01:00:00;00"]
+
+
+
+MMAP_PROBE = """
+import ctypes, sys
+import numpy as np
+from deid_edit.io import alloc
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "fixed":
+    assert alloc.fix_mmap_threshold()
+big = np.empty(8 << 20, np.uint8); big[:] = 1; del big  # glibc raises a dynamic threshold past this
+before = libc.mallinfo2().hblkhd
+block = np.empty(1 << 20, np.uint8)
+print(libc.mallinfo2().hblkhd - before >= 1 << 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_large_blocks_stay_mmapped_once_the_threshold_is_fixed():
+    """With the threshold fixed (io.alloc, called by open_writer), a 1 MiB block is mmapped (zeroed
+    pages) even after an 8 MiB block was freed; with glibc's dynamic threshold it comes from the heap,
+    holding whatever was freed there: what made x264's output differ from run to run."""
+    def mmapped(mode: str) -> bool:
+        out = subprocess.run([sys.executable, "-c", MMAP_PROBE, mode], capture_output=True, text=True, check=True)
+        return out.stdout.strip() == "True"
+
+    assert not mmapped("dynamic")
+    assert mmapped("fixed")

@@ -26,6 +26,7 @@ from av.video.frame import PictureType
 from ..config import EncodeConfig
 from ..errors import EncodeError
 from ..types import VideoInfo
+from .alloc import fix_mmap_threshold
 from .codecs import container_format, hdr10_x265_params, resolve_codec
 from .metadata import COPIED_STREAM_TYPES, KEPT_STREAM_TAGS, KEPT_VIDEO_TAGS
 
@@ -380,6 +381,7 @@ def open_writer(
 ) -> VideoWriter | ThreadedWriter:
     """A VideoWriter, retrying without the side streams the container refuses; with ``threaded``,
     wrapped in a ``ThreadedWriter`` so encoding overlaps the caller's work."""
+    fix_mmap_threshold()  # before the encoder allocates: the same frames give the same file (io.alloc)
     try:
         writer = VideoWriter(target, source, info, cfg)
     except _RetryWithoutStreams:

@@ -31,6 +31,7 @@ from ..config import AnalyzeConfig, EncodeConfig, RenderConfig
 from ..detect import FaceDetector, create_detector
 from ..errors import ConfigError, EncodeError, InputError
 from ..identities import Selection
+from ..io.alloc import fix_mmap_threshold, release_free_memory
 from ..io.codecs import OUTPUT_FORMATS
 from ..io.decode import analysis_frame, upright_k
 from ..progress import NullProgress, ProgressSink
@@ -38,7 +39,7 @@ from ..render import get_anonymizer
 from ..types import Frame, VideoInfo
 from .analyze import make_embedder
 from .render import render_frame
-from .stream import StreamRun, release_free_memory
+from .stream import StreamRun
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ class LiveWriter:
 
     def __init__(self, dest: str, info: VideoInfo, source: av.container.InputContainer, ecfg: EncodeConfig, with_audio: bool) -> None:
         fmt = output_format(dest)
+        fix_mmap_threshold()  # before the encoder allocates (io.alloc)
         try:
             self.out = av.open(dest, mode="w", format=fmt)
         except av.FFmpegError as exc:

@@ -11,12 +11,10 @@ then; identities across cuts are linked only for the plan at the end.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from ..identities import (
     select,
     split_identities,
 )
+from ..io.alloc import release_free_memory
 from ..io.decode import VideoReader, probe, upright_k
 from ..plan import Plan
 from ..progress import NullProgress, ProgressSink
@@ -52,30 +51,6 @@ WINDOW_BYTES = 448 << 20
 FRAME_OVERHEAD = 1.35  # a held decoded frame costs this much more than its pixels (measured at 1080p: 4.1 MB)
 MIN_WINDOW = 8  # frames
 TRIM_EVERY = 150  # frames between two returns of the allocator's free memory to the system
-
-
-def _find_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (macOS, musl)."""
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return lambda: fn(0)
-
-
-_TRIM = _find_trim()
-
-
-def release_free_memory() -> None:
-    """Give the memory the allocator holds free back to the system.
-
-    Why: a run frees a few megabytes per frame (pictures, conversions, detector tensors) from
-    several threads, and glibc keeps much of it in its arenas; a streaming run's resident memory
-    crept up by 45 MB over 3,000 frames of 1080p sofa (1,362 -> 1,407 MiB) and stayed flat at
-    1,315 MiB with this every 150 frames."""
-    if _TRIM is not None:
-        _TRIM()
 
 
 def beside_encoder(cfg: DetectConfig) -> DetectConfig:
