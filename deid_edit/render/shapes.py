@@ -31,6 +31,12 @@ class RegionMask:
     x1: int
     alpha: np.ndarray  # (y1-y0, x1-x0) float32 in [0, 1]
     face_size: float  # short side of the unpadded face box, pixels
+    key: tuple = ()  # the cached alpha's arguments: ``blend`` finds 1 - alpha cached beside it
+
+    @property
+    def beta(self) -> np.ndarray:
+        """1 - alpha, read-only (cached for the masks ``region_mask`` makes)."""
+        return _beta(*self.key) if self.key else np.float32(1.0) - self.alpha
 
     @property
     def slices(self) -> tuple[slice, slice]:
@@ -79,13 +85,27 @@ def _alpha(x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, a: float, b
     same mask of a frame more than once)."""
     dx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) - cx) / a
     dy = ((np.arange(y0, y1, dtype=np.float32) + 0.5) - cy) / b
+    # one ROI-sized array, every step in place: a 1080p close-up's ROI is ~0.6 M pixels, and each
+    # temporary cost a fresh (page-faulted) allocation; the float32 steps are those of
+    # clip((1 + f - r) / f, 0, 1), so the alpha is bit for bit what it was
     if shape == "box":
-        r = np.maximum(np.abs(dx)[None, :], np.abs(dy)[:, None])
+        r = np.maximum.outer(np.abs(dy), np.abs(dx))
     else:
-        r = np.sqrt(dx[None, :] ** 2 + dy[:, None] ** 2)
-    alpha = np.clip((1.0 + f - r) / f, 0.0, 1.0).astype(np.float32, copy=False)
-    alpha.flags.writeable = False
-    return alpha
+        r = np.add.outer(dy * dy, dx * dx)
+        np.sqrt(r, out=r)
+    np.subtract(np.float32(1.0 + f), r, out=r)
+    np.divide(r, np.float32(f), out=r)
+    np.clip(r, 0.0, 1.0, out=r)
+    r.flags.writeable = False
+    return r
+
+
+@lru_cache(maxsize=8)
+def _beta(*key: object) -> np.ndarray:
+    """1 - ``_alpha(*key)``: blend's weight of the picture, once per mask rather than per blend."""
+    beta = np.subtract(np.float32(1.0), _alpha(*key))  # type: ignore[arg-type]
+    beta.flags.writeable = False
+    return beta
 
 
 def mask_bounds(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> tuple[int, int, int, int] | None:
@@ -102,9 +122,9 @@ def region_mask(
     x0, x1, y0, y1, cx, cy, a, b, f = _geometry(region, frame_hw, padding, feather, reach)
     if x1 <= x0 or y1 <= y0:
         return None
-    alpha = _alpha(x0, x1, y0, y1, cx, cy, a, b, f, shape)
+    key = (x0, x1, y0, y1, cx, cy, a, b, f, shape)
     fx1, fy1, fx2, fy2 = region.box
-    return RegionMask(y0, y1, x0, x1, alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
+    return RegionMask(y0, y1, x0, x1, _alpha(*key), float(max(min(fx2 - fx1, fy2 - fy1), 1.0)), key)
 
 
 def mask_for(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> RegionMask | None:
@@ -131,7 +151,7 @@ def blend(image: np.ndarray, mask: RegionMask, effect: np.ndarray) -> None:
     roi = image[ys, xs]
     a = mask.alpha
     # one multithreaded pass (rounded to nearest): alpha 1 gives the effect, 0 the picture, exactly
-    image[ys, xs] = cv2.blendLinear(np.ascontiguousarray(effect), np.ascontiguousarray(roi), a, 1.0 - a)
+    image[ys, xs] = cv2.blendLinear(np.ascontiguousarray(effect), np.ascontiguousarray(roi), a, mask.beta)
 
 
 def to_coded(regions: Sequence[FaceRegion], k: int, coded_w: int, coded_h: int) -> list[FaceRegion]:
