@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,6 +111,15 @@ class ThreadedWriter:
     def write_frame(self, frame: av.VideoFrame) -> None:
         """Encode a decoded frame unchanged, on the worker."""
         self._submit((self._inner.write_frame, (frame,)))
+
+    def call(self, func: Callable[..., object], *args: object) -> None:
+        """Run ``func(writer, *args)`` on the worker, ``writer`` being the synchronous writer, in
+        order with the frames and packets around it.
+
+        Why: the streaming run draws a frame's regions here, so that the drawing of one frame
+        overlaps the analysis of the next instead of following it on the caller's thread. What is
+        handed over (the frame above all) belongs to the worker from then on."""
+        self._submit((func, (self._inner, *args)))
 
     def copy(self, packet: av.Packet) -> None:
         """Mux a packet of a copied stream unchanged, in order with the frames around it.

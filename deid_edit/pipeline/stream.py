@@ -34,6 +34,7 @@ from ..identities import (
 )
 from ..io.alloc import release_free_memory
 from ..io.decode import VideoReader, probe, upright_k
+from ..io.encode import VideoWriter
 from ..plan import Plan
 from ..progress import NullProgress, ProgressSink
 from ..render import get_anonymizer
@@ -289,6 +290,9 @@ def run_streaming(
     stats = state.stats
     written = 0
 
+    def draw(w: VideoWriter, frame: av.VideoFrame, regions: list[FaceRegion]) -> None:
+        render_frame(frame, regions, anonymizer, w, rcfg, k, info)
+
     def emit(plan: Plan | None, upto: int, kind: str) -> None:
         """Render the waiting frames before ``upto`` (and the packets between them) with ``plan``."""
         nonlocal waiting, written
@@ -310,7 +314,7 @@ def run_streaming(
                 for r in p.regions_at(index, include_kept=True):
                     if r.track_id in state.kept:
                         stats.visible[r.track_id] = stats.visible.get(r.track_id, 0) + 1
-            render_frame(frame, regions, anonymizer, writer, rcfg, k, info)
+            writer.call(draw, frame, regions)  # on the encode thread: overlaps the next frames' analysis
             if record is not None:
                 record.frames[index] = regions
             setattr(stats, kind, getattr(stats, kind) + 1)
