@@ -174,3 +174,37 @@ def test_ctrl_c_in_the_render_loop_stops_the_encode_thread(sample_clip, sample_p
         render(sample_clip[0], sample_plan, out, RenderConfig(mode="matte"), encode_thread=True)
     assert encode_threads() == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_streaming_run_draws_on_the_encode_thread(sample_clip, tmp_path, monkeypatch):
+    """The streaming run hands each frame and its regions to the encode thread, which draws them
+    (overlapping the analysis of the next frames) and encodes; a drawing error there reaches the
+    caller unchanged and leaves no file."""
+    from deid_edit.pipeline import stream
+
+    path, _ = sample_clip
+    drawn: list[tuple[str, int]] = []
+    original = stream.render_frame
+
+    def spy(frame, regions, *args):
+        drawn.append((threading.current_thread().name, len(regions)))
+        return original(frame, regions, *args)
+
+    monkeypatch.setattr(stream, "render_frame", spy)
+    out, plan = stream.run_streaming(path, tmp_path / "o.mp4")
+    assert len(drawn) == plan.frame_count
+    assert {name for name, _ in drawn} == {"deid-encode"}
+    assert sum(n for _, n in drawn) > 0  # the sample's faces were drawn there
+
+    def failing(frame, regions, *args):
+        if regions:
+            raise RuntimeError("drawing failed (injected)")
+        return original(frame, regions, *args)
+
+    monkeypatch.setattr(stream, "render_frame", failing)
+    target = tmp_path / "failed.mp4"
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        stream.run_streaming(path, target)
+    assert not target.exists()
+    assert no_temp_files(tmp_path)
+    assert encode_threads() == []
