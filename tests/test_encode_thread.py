@@ -176,10 +176,12 @@ def test_ctrl_c_in_the_render_loop_stops_the_encode_thread(sample_clip, sample_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_streaming_run_draws_on_the_encode_thread(sample_clip, tmp_path, monkeypatch):
-    """The streaming run hands each frame and its regions to the encode thread, which draws them
-    (overlapping the analysis of the next frames) and encodes; a drawing error there reaches the
-    caller unchanged and leaves no file."""
+@pytest.mark.parametrize("cpus", [2, 16])
+def test_streaming_run_draws_beside_the_analysis_from_four_cores(sample_clip, tmp_path, monkeypatch, cpus):
+    """From ``DRAW_BESIDE_MIN_CPUS`` cores on, the streaming run hands each frame and its regions to
+    the encode thread, which draws them (beside the analysis of the next frames) and encodes;
+    below, the caller draws. Both write the same file. A drawing error on the encode thread reaches
+    the caller unchanged and leaves no file."""
     from deid_edit.pipeline import stream
 
     path, _ = sample_clip
@@ -190,17 +192,23 @@ def test_streaming_run_draws_on_the_encode_thread(sample_clip, tmp_path, monkeyp
         drawn.append((threading.current_thread().name, len(regions)))
         return original(frame, regions, *args)
 
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: cpus)
     monkeypatch.setattr(stream, "render_frame", spy)
     out, plan = stream.run_streaming(path, tmp_path / "o.mp4")
     assert len(drawn) == plan.frame_count
-    assert {name for name, _ in drawn} == {"deid-encode"}
+    assert {name for name, _ in drawn} == {"deid-encode" if cpus >= stream.DRAW_BESIDE_MIN_CPUS else threading.current_thread().name}
     assert sum(n for _, n in drawn) > 0  # the sample's faces were drawn there
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(stream, "render_frame", original)
+    reference, _ = stream.run_streaming(path, tmp_path / "reference.mp4")
+    assert out.read_bytes() == reference.read_bytes()
 
     def failing(frame, regions, *args):
         if regions:
             raise RuntimeError("drawing failed (injected)")
         return original(frame, regions, *args)
 
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: cpus)
     monkeypatch.setattr(stream, "render_frame", failing)
     target = tmp_path / "failed.mp4"
     with pytest.raises(RuntimeError, match="drawing failed"):
