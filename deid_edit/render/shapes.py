@@ -31,12 +31,6 @@ class RegionMask:
     x1: int
     alpha: np.ndarray  # (y1-y0, x1-x0) float32 in [0, 1]
     face_size: float  # short side of the unpadded face box, pixels
-    key: tuple = ()  # the cached alpha's arguments: ``blend`` finds 1 - alpha cached beside it
-
-    @property
-    def beta(self) -> np.ndarray:
-        """1 - alpha, read-only (cached for the masks ``region_mask`` makes)."""
-        return _beta(*self.key) if self.key else np.float32(1.0) - self.alpha
 
     @property
     def slices(self) -> tuple[slice, slice]:
@@ -100,14 +94,6 @@ def _alpha(x0: int, x1: int, y0: int, y1: int, cx: float, cy: float, a: float, b
     return r
 
 
-@lru_cache(maxsize=8)
-def _beta(*key: object) -> np.ndarray:
-    """1 - ``_alpha(*key)``: blend's weight of the picture, once per mask rather than per blend."""
-    beta = np.subtract(np.float32(1.0), _alpha(*key))  # type: ignore[arg-type]
-    beta.flags.writeable = False
-    return beta
-
-
 def mask_bounds(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> tuple[int, int, int, int] | None:
     """``(x0, y0, x1, y1)`` of ``mask_for``'s ROI without computing its alpha, or None outside the frame."""
     x0, x1, y0, y1 = _geometry(region, frame_hw, cfg.padding, cfg.feather, cfg.reach)[:4]
@@ -122,9 +108,9 @@ def region_mask(
     x0, x1, y0, y1, cx, cy, a, b, f = _geometry(region, frame_hw, padding, feather, reach)
     if x1 <= x0 or y1 <= y0:
         return None
-    key = (x0, x1, y0, y1, cx, cy, a, b, f, shape)
+    alpha = _alpha(x0, x1, y0, y1, cx, cy, a, b, f, shape)
     fx1, fy1, fx2, fy2 = region.box
-    return RegionMask(y0, y1, x0, x1, _alpha(*key), float(max(min(fx2 - fx1, fy2 - fy1), 1.0)), key)
+    return RegionMask(y0, y1, x0, x1, alpha, float(max(min(fx2 - fx1, fy2 - fy1), 1.0)))
 
 
 def mask_for(region: FaceRegion, frame_hw: tuple[int, int], cfg: RenderConfig) -> RegionMask | None:
@@ -151,7 +137,7 @@ def blend(image: np.ndarray, mask: RegionMask, effect: np.ndarray) -> None:
     roi = image[ys, xs]
     a = mask.alpha
     # one multithreaded pass (rounded to nearest): alpha 1 gives the effect, 0 the picture, exactly
-    image[ys, xs] = cv2.blendLinear(np.ascontiguousarray(effect), np.ascontiguousarray(roi), a, mask.beta)
+    image[ys, xs] = cv2.blendLinear(np.ascontiguousarray(effect), np.ascontiguousarray(roi), a, 1.0 - a)
 
 
 def to_coded(regions: Sequence[FaceRegion], k: int, coded_w: int, coded_h: int) -> list[FaceRegion]:
