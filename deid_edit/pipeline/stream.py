@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -34,7 +35,6 @@ from ..identities import (
 )
 from ..io.alloc import release_free_memory
 from ..io.decode import VideoReader, probe, upright_k
-from ..io.encode import VideoWriter
 from ..plan import Plan
 from ..progress import NullProgress, ProgressSink
 from ..render import get_anonymizer
@@ -43,6 +43,10 @@ from ..types import FaceRegion, Identity, Shot, Track, VideoInfo
 from .analyze import WEAK_MIN_FACE, FrameAnalysis
 from .render import log_anonymizer_stats, open_output, render_frame
 from .selection import SelectionHook
+
+if TYPE_CHECKING:
+    from ..io.encode import VideoWriter
+    from ..io.threaded import ThreadedWriter
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +300,7 @@ def run_streaming(
 
     beside = (os.cpu_count() or 1) >= DRAW_BESIDE_MIN_CPUS
 
-    def draw(w: VideoWriter, frame: av.VideoFrame, regions: list[FaceRegion]) -> None:
+    def draw(w: VideoWriter | ThreadedWriter, frame: av.VideoFrame, regions: list[FaceRegion]) -> None:
         render_frame(frame, regions, anonymizer, w, rcfg, k, info)
 
     def emit(plan: Plan | None, upto: int, kind: str) -> None:
@@ -323,7 +327,7 @@ def run_streaming(
             if beside:
                 writer.call(draw, frame, regions)  # on the encode thread
             else:
-                draw(writer, frame, regions)  # type: ignore[arg-type]
+                draw(writer, frame, regions)
             if record is not None:
                 record.frames[index] = regions
             setattr(stats, kind, getattr(stats, kind) + 1)
