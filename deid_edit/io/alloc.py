@@ -29,18 +29,11 @@ M_MMAP_THRESHOLD = -3  # mallopt(3) parameter (glibc's malloc.h)
 MMAP_THRESHOLD = 128 << 10  # glibc's own initial value: frames, pictures and arrays above it are mmapped
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
 def _find(name: str, argtypes: list[type], restype: type) -> Callable[..., int] | None:
     """A glibc function, or None where the C library has none (macOS, musl, Windows)."""
-    libc = _libc()
-    fn = getattr(libc, name, None) if libc is not None else None
-    if fn is None:
+    try:
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
     fn.argtypes, fn.restype = argtypes, restype
     return fn  # type: ignore[no-any-return]
@@ -48,18 +41,15 @@ def _find(name: str, argtypes: list[type], restype: type) -> Callable[..., int] 
 
 _TRIM = _find("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 _MALLOPT = _find("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
-_fixed = False
 
 
 def fix_mmap_threshold() -> bool:
     """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` for the rest of the process (see the
-    module docstring); True when it is in force. Called before an encoder opens."""
-    global _fixed
-    if not _fixed and _MALLOPT is not None:
-        _fixed = bool(_MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-        if not _fixed:
-            log.debug("mallopt(M_MMAP_THRESHOLD) refused; outputs may not be byte-reproducible")
-    return _fixed
+    module docstring); True when it is in force. Called before an encoder opens (cheap to repeat)."""
+    if _MALLOPT is None or not _MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        log.debug("mallopt(M_MMAP_THRESHOLD) unavailable or refused; outputs may not be byte-reproducible")
+        return False
+    return True
 
 
 def release_free_memory() -> None:

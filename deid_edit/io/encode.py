@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -308,10 +307,6 @@ class VideoWriter:
             frame.pts, frame.time_base = pts, tb
         frame.pict_type = PictureType.NONE  # let the encoder choose keyframes
         self._encode(frame)
-
-    def call(self, func: Callable[..., object], *args: object) -> None:
-        """Run ``func(self, *args)`` now (``ThreadedWriter.call`` runs it on its worker, in order)."""
-        func(self, *args)
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
         try:

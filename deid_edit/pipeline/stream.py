@@ -35,6 +35,7 @@ from ..identities import (
 )
 from ..io.alloc import release_free_memory
 from ..io.decode import VideoReader, probe, upright_k
+from ..io.threaded import ThreadedWriter
 from ..plan import Plan
 from ..progress import NullProgress, ProgressSink
 from ..render import get_anonymizer
@@ -46,7 +47,6 @@ from .selection import SelectionHook
 
 if TYPE_CHECKING:
     from ..io.encode import VideoWriter
-    from ..io.threaded import ThreadedWriter
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def run_streaming(
     stats = state.stats
     written = 0
 
-    beside = (os.cpu_count() or 1) >= DRAW_BESIDE_MIN_CPUS
+    beside = isinstance(writer, ThreadedWriter) and (os.cpu_count() or 1) >= DRAW_BESIDE_MIN_CPUS
 
     def draw(w: VideoWriter | ThreadedWriter, frame: av.VideoFrame, regions: list[FaceRegion]) -> None:
         render_frame(frame, regions, anonymizer, w, rcfg, k, info)
