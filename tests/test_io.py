@@ -6,6 +6,8 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -68,6 +70,77 @@ def test_reader_thread_stops_early_and_keeps_input(sample_clip):
     reader.close()
     assert reader._thread is None
     assert sha256(path) == before
+
+
+def _clip_whose_audio_ends_early(path: Path, frames: int = 60, audio_frames: int = 20) -> Path:
+    """``frames`` of 25 fps video; AAC only over the first ``audio_frames`` of them."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("mpeg4", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=48000)
+        a.layout, a.format = "stereo", "fltp"
+        samples = 0
+        for i in range(frames):
+            img = np.full((48, 64, 3), (i * 4) % 256, np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+            while i < audio_frames and samples < (i + 1) * 48000 // 25:
+                af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+                af.sample_rate, af.pts = 48000, samples
+                samples += 1024
+                for p in a.encode(af):
+                    c.mux(p)
+        for s in (v, a):
+            for p in s.encode(None):
+                c.mux(p)
+    return path
+
+
+class _CountingReader(VideoReader):
+    """Counts the decoded frames queued but not yet taken, the most at any time."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ahead = self.most_ahead = 0  # taken before counted reads one low: never too high
+        self._count = threading.Lock()
+
+    def _put(self, item: object) -> bool:
+        put = super()._put(item)
+        if put and isinstance(item, tuple):
+            with self._count:
+                self.ahead += 1
+                self.most_ahead = max(self.most_ahead, self.ahead)
+        return put
+
+    def _get(self) -> object:
+        item = super()._get()
+        if isinstance(item, tuple):
+            with self._count:
+                self.ahead -= 1
+        return item
+
+
+def test_reader_holds_as_many_frames_ahead_with_audio_as_after_it(tmp_path):
+    """The decode thread's frames ahead are bounded apart from the copied packets: one bound for
+    both let a 1080p run grow by 7 decoded frames (55 MiB) where the audio ended."""
+    from deid_edit.io.decode import FRAMES_AHEAD
+
+    path = _clip_whose_audio_ends_early(tmp_path / "early_audio.mp4")
+    reader = _CountingReader(path, copy_streams=(1,))
+    most_with_audio = 0
+    frames = packets = 0
+    for item in reader.items():
+        if isinstance(item, av.Packet):
+            packets += 1
+            continue
+        frames += 1
+        time.sleep(0.02)  # a slow consumer: the decoder runs as far ahead as it may
+        if frames == 15:
+            most_with_audio = reader.most_ahead
+    reader.close()
+    assert frames == 60 and packets > 10
+    assert most_with_audio == FRAMES_AHEAD, "the decoder should run ahead while audio packets come too"
+    assert reader.most_ahead == FRAMES_AHEAD, "more frames queued once the audio ended"
 
 
 @pytest.mark.slow  # ~2.6 s: two intermediate-codec renders
