@@ -19,7 +19,7 @@ from conftest import decoded, footage, sha256
 from deid_edit import analyze, render
 from deid_edit.config import EncodeConfig, RenderConfig
 from deid_edit.errors import ConfigError
-from deid_edit.io.decode import VideoReader, probe
+from deid_edit.io.decode import FRAMES_AHEAD, VideoReader, probe
 
 
 def assert_kept(src: Path, out: Path, same_codec: bool = True) -> None:
@@ -123,8 +123,6 @@ class _CountingReader(VideoReader):
 def test_reader_holds_as_many_frames_ahead_with_audio_as_after_it(tmp_path):
     """The decode thread's frames ahead are bounded apart from the copied packets: one bound for
     both let a 1080p run grow by 7 decoded frames (55 MiB) where the audio ended."""
-    from deid_edit.io.decode import FRAMES_AHEAD
-
     path = _clip_whose_audio_ends_early(tmp_path / "early_audio.mp4")
     reader = _CountingReader(path, copy_streams=(1,))
     most_with_audio = 0
@@ -282,7 +280,6 @@ def test_start_timecode_kept_for_editors(tmp_path):
         assert [s.metadata.get("timecode") for s in c.streams if s.type == "data"] == ["01:00:00;00"]
 
 
-
 MMAP_PROBE = """
 import ctypes, sys
 import numpy as np
@@ -306,6 +303,7 @@ def test_large_blocks_stay_mmapped_once_the_threshold_is_fixed():
     """With the threshold fixed (io.alloc, called by open_writer), a 1 MiB block is mmapped (zeroed
     pages) even after an 8 MiB block was freed; with glibc's dynamic threshold it comes from the heap,
     holding whatever was freed there: what made x264's output differ from run to run."""
+
     def mmapped(mode: str) -> bool:
         out = subprocess.run([sys.executable, "-c", MMAP_PROBE, mode], capture_output=True, text=True, check=True)
         return out.stdout.strip() == "True"
