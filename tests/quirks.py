@@ -328,6 +328,12 @@ def audio_longer(path: Path, rgb: list[np.ndarray]) -> Expect:
     return _write(path, rgb, "mp4", "libx264", "yuv420p", {}, Fraction(1, 12800), (("aac", 1.5, None),))
 
 
+def audio_shorter(path: Path, rgb: list[np.ndarray]) -> Expect:
+    """Audio ending 0.8 s before the last frame (a recorder stopped before the camera): the decoder's
+    last frames come with no audio packets between them."""
+    return _write(path, rgb, "mp4", "libx264", "yuv420p", {}, Fraction(1, 12800), (("aac", -0.8, None),))
+
+
 def two_audio(path: Path, rgb: list[np.ndarray]) -> Expect:
     """Two audio tracks (interview mic and room, two languages), both kept."""
     tracks = (("aac", 0.0, "eng"), ("libopus", 0.0, "fra"))
@@ -370,6 +376,7 @@ QUIRKS: dict[str, tuple[str, Callable[[Path, list[np.ndarray]], Expect]]] = {
     "interlaced_mpeg2_bff": ("interlaced_mpeg2.ts", interlaced_mpeg2),
     "interlaced_h264_tff": ("interlaced_h264.mkv", interlaced_h264),
     "audio_longer": ("audio_longer.mp4", audio_longer),
+    "audio_shorter": ("audio_shorter.mp4", audio_shorter),
     "two_audio_tracks": ("two_audio.mkv", two_audio),
     "timecode_track": ("timecode.mov", timecode),
     "mxf_dnxhd": ("dnxhd.mxf", mxf_dnxhd),

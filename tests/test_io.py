@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import quirks
 from conftest import decoded, footage, sha256
 
 from deid_edit import analyze, render
@@ -72,30 +73,6 @@ def test_reader_thread_stops_early_and_keeps_input(sample_clip):
     assert sha256(path) == before
 
 
-def _clip_whose_audio_ends_early(path: Path, frames: int = 60, audio_frames: int = 20) -> Path:
-    """``frames`` of 25 fps video; AAC only over the first ``audio_frames`` of them."""
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("mpeg4", rate=25)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("aac", rate=48000)
-        a.layout, a.format = "stereo", "fltp"
-        samples = 0
-        for i in range(frames):
-            img = np.full((48, 64, 3), (i * 4) % 256, np.uint8)
-            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-            while i < audio_frames and samples < (i + 1) * 48000 // 25:
-                af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-                af.sample_rate, af.pts = 48000, samples
-                samples += 1024
-                for p in a.encode(af):
-                    c.mux(p)
-        for s in (v, a):
-            for p in s.encode(None):
-                c.mux(p)
-    return path
-
-
 class _CountingReader(VideoReader):
     """Counts the decoded frames queued but not yet taken, the most at any time."""
 
@@ -123,7 +100,8 @@ class _CountingReader(VideoReader):
 def test_reader_holds_as_many_frames_ahead_with_audio_as_after_it(tmp_path):
     """The decode thread's frames ahead are bounded apart from the copied packets: one bound for
     both let a 1080p run grow by 7 decoded frames (55 MiB) where the audio ended."""
-    path = _clip_whose_audio_ends_early(tmp_path / "early_audio.mp4")
+    path = tmp_path / "audio_shorter.mp4"
+    quirks.audio_shorter(path, [np.full((48, 64, 3), i * 4, np.uint8) for i in range(60)])  # audio over frames 0-39
     reader = _CountingReader(path, copy_streams=(1,))
     most_with_audio = 0
     frames = packets = 0

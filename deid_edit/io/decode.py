@@ -306,12 +306,10 @@ class VideoReader:
         (packets handed out still refer to its streams). Idempotent."""
         self._stop.set()
         if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    self._thread.join(timeout=0.05)
+            self._thread.join()  # a put never blocks: waiting for room, it sees the stop within 0.1 s
             self._thread = None
+        while not self._queue.empty():
+            self._queue.get_nowait()  # frames and packets not taken: freed before their file closes
         if container and self._container is not None:
             self._container.close()
             self._container = None
