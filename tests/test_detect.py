@@ -8,7 +8,7 @@ import pytest
 
 from deid_edit.backend.ort import available_devices, choose_providers
 from deid_edit.config import DetectConfig
-from deid_edit.detect import create_detector
+from deid_edit.detect import TILE_SIDE, create_detector, detect_tiled, tile_grid
 from deid_edit.errors import ConfigError, ModelError
 from deid_edit.geometry import nms
 from deid_edit.sample import ASTRONAUT, GRACE_HOPPER, load_photo, photo_path
@@ -110,3 +110,75 @@ def test_detection_scale_keeps_small_faces():
     s = cfg.detection_scale(1920, 1080)
     assert 70 * s >= 18, "70-px faces of a 1080p crowd must stay detectable"
     assert DetectConfig(min_face=20).detection_scale(1920, 1080) > s
+
+
+def test_tile_grid_covers_the_image_and_overlaps():
+    """Every pixel is in a tile, no tile is larger than ``TILE_SIDE``, and any run of ``overlap``
+    pixels along either axis lies inside one tile (so does a face no larger than that)."""
+    for h, w, overlap in [(1080, 1920, 96), (1920, 1080, 96), (2160, 3840, 128), (720, 1280, 96), (544, 960, 96), (1081, 2049, 64)]:
+        (th, tw), origins = tile_grid(h, w, overlap)
+        assert th <= max(h, TILE_SIDE) and tw <= max(w, TILE_SIDE) and th <= h and tw <= w
+        assert (th, tw) == (h, w) or (th <= TILE_SIDE and tw <= TILE_SIDE)
+        covered = np.zeros((h, w), bool)
+        for y, x in origins:
+            assert 0 <= y <= h - th and 0 <= x <= w - tw
+            covered[y : y + th, x : x + tw] = True
+        assert covered.all(), (h, w)
+        for n, size, starts in ((h, th, sorted({y for y, _ in origins})), (w, tw, sorted({x for _, x in origins}))):
+            for a in range(0, n - overlap + 1):
+                assert any(s <= a and a + overlap <= s + size for s in starts), (n, a)
+
+
+class _Recording:
+    """A detector that records the input shapes it was given."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.provider, self.shapes = inner, inner.name, inner.provider, []
+
+    def detect(self, images, frame_indices, scale, threshold):
+        self.shapes.extend(img.shape[:2] for img in images)
+        return self.inner.detect(images, frame_indices, scale, threshold)
+
+
+def _paste_face(canvas: np.ndarray, face_side: int, x: int, y: int) -> tuple[float, float, float, float]:
+    """The Grace Hopper photo scaled so her face is ``face_side`` px wide, pasted with the face's
+    top-left at (x, y); returns the face box."""
+    cx1, cy1, cx2, cy2 = GRACE_HOPPER.crop
+    img = load_photo(photo_path(GRACE_HOPPER))[cy1:cy2, cx1:cx2]
+    f = face_side / (GRACE_HOPPER.face[2] - GRACE_HOPPER.face[0])
+    small = cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_AREA)
+    fx, fy = round((GRACE_HOPPER.face[0] - GRACE_HOPPER.crop[0]) * f), round((GRACE_HOPPER.face[1] - GRACE_HOPPER.crop[1]) * f)
+    x0, y0 = x - fx, y - fy
+    sh, sw = small.shape[:2]
+    canvas[max(0, y0) : y0 + sh, max(0, x0) : x0 + sw] = small[max(0, -y0) : canvas.shape[0] - y0, max(0, -x0) : canvas.shape[1] - x0]
+    return (x, y, x + face_side, y + (GRACE_HOPPER.face[3] - GRACE_HOPPER.face[1]) * f)
+
+
+def test_tiled_detection_finds_faces_on_tile_edges(detector):
+    """The full-resolution sweep of a 1080p frame runs in tiles no larger than ``TILE_SIDE`` (the
+    detector's memory grows with its input) and still finds small faces that straddle the tiles'
+    inner edges (x 896 and 1024, y 472 and 608 here), each once."""
+    canvas = np.full((1080, 1920, 3), 110, np.uint8)
+    spots = [(200, 150), (860, 300), (995, 700), (930, 505), (1500, 440), (1200, 580)]
+    truth = [_paste_face(canvas, 64, x, y) for x, y in spots]
+    rec = _Recording(detector)
+    found = detect_tiled(rec, canvas, 9, 0.3, 96)
+    assert rec.shapes and max(max(s) for s in rec.shapes) <= TILE_SIDE
+    assert found.frame_index == 9
+    for t in truth:
+        overlaps = [iou(b, t) for b in found.boxes]
+        assert sum(o > 0.3 for o in overlaps) == 1, f"face at {t}: {overlaps}"
+    assert found.landmarks is not None and found.landmarks.shape == (len(found), 5, 2)
+
+
+def test_tiled_detection_drops_pieces_of_a_face_cut_by_a_tile(detector):
+    """A face larger than the overlap is cut by an inner edge; the pieces are dropped (the
+    normal-scale pass finds such a face whole), never returned as a smaller box of the face."""
+    canvas = np.full((1080, 1920, 3), 110, np.uint8)
+    _paste_face(canvas, 300, 820, 300)  # x 820-1120: over both inner edges, x 896 and 1024
+    whole = detector.detect([canvas], [0], 1.0, 0.3)[0]
+    assert len(whole) == 1, "the whole frame shows one face"
+    found = detect_tiled(detector, canvas, 0, 0.1, 96)
+    for x1, y1, x2, y2 in found.boxes:
+        assert abs(x1 - 896) > 0.5 and abs(x2 - 1024) > 0.5, f"a cut piece came out: {(x1, y1, x2, y2)}"
+

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._version import __version__
 from ..config import AnalyzeConfig, DetectConfig
-from ..detect import FaceDetector, create_detector
+from ..detect import FaceDetector, create_detector, detect_tiled
 from ..errors import InputError
 from ..geometry import nms
 from ..identities import (
@@ -44,6 +44,7 @@ BUSY_FACES = 3  # a frame with this many faces, or with a face under 2x --min-fa
 BUSY_HOLD = 2  # seconds a busy scene keeps the full-resolution sweep on
 QUIET_FACE = 4  # a quiet scene's faces are all at least this x --min-face (and fewer than BUSY_FACES)
 CLOSE_UP_FACE = 8  # ... and a close-up's at least this x --min-face: its coarse frames are detected at a quarter
+SWEEP_OVERLAP = 2.5  # x --min-face: how far the full-resolution sweep's tiles overlap
 COARSE_EVERY_CPU = 5  # DetectConfig.coarse_every when automatic, on the CPU (TrackConfig.extend covers 4 frames before)
 
 
@@ -70,6 +71,9 @@ class SmallFaceSweep:
         self.busy_until = -1
         self.frames = 0  # frames swept, for the record
         self.pending: tuple[int, FrameDetections] | None = None
+        # tiles overlap by more than the faces the sweep is for (under 2x --min-face), so each of
+        # them is whole in some tile; larger ones are the normal-scale pass's
+        self.overlap = max(64, -(-int(SWEEP_OVERLAP * cfg.min_face) // 32) * 32)
 
     def run(self, frame: Frame, detections: Sequence[FrameDetections]) -> None:
         """Update the busy state from recent detections; sweep ``frame`` if busy (merged by ``merge``)."""
@@ -79,8 +83,7 @@ class SmallFaceSweep:
         if frame.full is None or frame.index > self.busy_until:
             return
         self.frames += 1
-        (full,) = self.detector.detect([frame.full], [frame.index], 1.0, self.low)
-        self.pending = (frame.index, full)
+        self.pending = (frame.index, detect_tiled(self.detector, frame.full, frame.index, self.low, self.overlap))
 
     def merge(self, det: FrameDetections) -> FrameDetections:
         """``det`` with the sweep's faces of the same frame added (duplicates suppressed)."""
