@@ -182,3 +182,13 @@ def test_tiled_detection_drops_pieces_of_a_face_cut_by_a_tile(detector):
     for x1, y1, x2, y2 in found.boxes:
         assert abs(x1 - 896) > 0.5 and abs(x2 - 1024) > 0.5, f"a cut piece came out: {(x1, y1, x2, y2)}"
 
+
+def test_cpu_sessions_plan_no_memory_pattern():
+    """On the CPU a session keeps no planned block per input shape (a streaming run feeds the
+    detector three shapes on two threads; the patterns held 95 MiB more at 1080p); on other
+    devices ONNX Runtime's default stays."""
+    from deid_edit.backend.ort import make_session
+    from deid_edit.models import model_path
+
+    session = make_session(model_path("centerface"), "cpu", 1)
+    assert session.get_session_options().enable_mem_pattern is False
