@@ -84,8 +84,10 @@ def detect_tiled(detector: FaceDetector, image: np.ndarray, frame_index: int, th
     (th, tw), origins = tile_grid(h, w, overlap)
     if len(origins) == 1:
         return detector.detect([image], [frame_index], 1.0, threshold)[0]
-    # at most one tile per inference: a batch of tiles would need a whole frame's memory again
-    group = max(1, int(getattr(detector, "concurrent", 1)))
+    # on the CPU at most one tile per inference (a batch of tiles would need a whole frame's
+    # memory again), side by side where the detector runs frames so; a GPU takes them in one batch
+    cpu = detector.provider == "CPUExecutionProvider"
+    group = max(1, int(getattr(detector, "concurrent", 1))) if cpu else len(origins)
     found: list[FrameDetections] = []
     for a in range(0, len(origins), group):
         part = origins[a : a + group]
