@@ -115,10 +115,20 @@ def test_detection_scale_keeps_small_faces():
 def test_tile_grid_covers_the_image_and_overlaps():
     """Every pixel is in a tile, no tile is larger than ``TILE_SIDE``, and any run of ``overlap``
     pixels along either axis lies inside one tile (so does a face no larger than that)."""
-    for h, w, overlap in [(1080, 1920, 96), (1920, 1080, 96), (2160, 3840, 128), (720, 1280, 96), (544, 960, 96), (1081, 2049, 64)]:
+    cases = [
+        (1080, 1920, 96),
+        (1920, 1080, 96),
+        (2160, 3840, 128),
+        (720, 1280, 96),
+        (544, 960, 96),
+        (1081, 2049, 64),
+        (1080, 1920, 800),
+        (2160, 3840, 2500),
+    ]
+    for h, w, overlap in cases:
         (th, tw), origins = tile_grid(h, w, overlap)
-        assert th <= max(h, TILE_SIDE) and tw <= max(w, TILE_SIDE) and th <= h and tw <= w
-        assert (th, tw) == (h, w) or (th <= TILE_SIDE and tw <= TILE_SIDE)
+        side = max(TILE_SIDE, 2 * overlap + 64)  # a large --min-face needs larger tiles
+        assert th <= h and tw <= w and th <= side + 31 and tw <= side + 31
         covered = np.zeros((h, w), bool)
         for y, x in origins:
             assert 0 <= y <= h - th and 0 <= x <= w - tw

@@ -53,7 +53,9 @@ TILE_SIDE = 1024  # largest tile side of a full-resolution pass (a multiple of 3
 def tile_grid(height: int, width: int, overlap: int, side: int = TILE_SIDE) -> tuple[tuple[int, int], list[tuple[int, int]]]:
     """Equal tiles covering a ``height`` x ``width`` image, neighbours overlapping by at least
     ``overlap`` pixels: ``((tile_h, tile_w), [(y0, x0), ...])``. A face no larger than ``overlap``
-    lies wholly inside at least one tile. An image within ``side`` is one tile."""
+    lies wholly inside at least one tile. An image within ``side`` is one tile. Tiles grow past
+    ``side`` where ``overlap`` needs it (a large ``--min-face``)."""
+    side = max(side, -(-(2 * overlap + 64) // 32) * 32)
 
     def axis(n: int) -> tuple[int, list[int]]:
         if n <= side:
