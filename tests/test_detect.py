@@ -152,7 +152,8 @@ class _Recording:
 
 def _paste_face(canvas: np.ndarray, face_side: int, x: int, y: int) -> tuple[float, float, float, float]:
     """The Grace Hopper photo scaled so her face is ``face_side`` px wide, pasted with the face's
-    top-left at (x, y); returns the face box."""
+    top-left at (x, y); returns the face box. Not ``sample._paste_photo``: its feathered edge made
+    the cut-piece test below pass with the pieces kept, so it could no longer fail."""
     cx1, cy1, cx2, cy2 = GRACE_HOPPER.crop
     img = load_photo(photo_path(GRACE_HOPPER))[cy1:cy2, cx1:cx2]
     f = face_side / (GRACE_HOPPER.face[2] - GRACE_HOPPER.face[0])

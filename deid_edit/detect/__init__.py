@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import DetectConfig, flag_for
 from ..errors import ConfigError
+from ..geometry import nms
 from ..types import FrameDetections
 
 
@@ -79,7 +80,6 @@ def detect_tiled(detector: FaceDetector, image: np.ndarray, frame_index: int, th
     (one 1080p piece runs on one). A box cut by a tile's inner edge is dropped: a face up to
     ``overlap`` is whole in the next tile, and a cut piece of a larger one could outscore the
     whole face found at the normal scale and replace it there (a face half covered)."""
-    from ..geometry import nms
     from .centerface import NMS_IOU
 
     h, w = image.shape[:2]
